@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import Iterator
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
@@ -106,7 +106,8 @@ def stream_generate(engine, prompt: Prompt, variants: list[str], settings: confi
     input_ids = torch.tensor([ids] * len(variants), dtype=torch.long, device=device)
     streamer = _RowStreamer()
     cancel = cancel or threading.Event()
-    kwargs = dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=settings.max_new_tokens,
+    kwargs = dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                  max_new_tokens=settings.max_new_tokens,
                   do_sample=settings.do_sample, streamer=streamer, pad_token_id=tokenizer.pad_token_id,
                   eos_token_id=eos_ids, stopping_criteria=StoppingCriteriaList([_StopFlag(cancel)]))
     if settings.do_sample:
@@ -164,7 +165,7 @@ def generate(engine, prompt: Prompt, variants: list[str], settings: config.Gener
              system: str | None = None) -> dict[str, VariantOutput]:
     """Blocking form of :func:`stream_generate`: the final answer of each variant."""
     state = None
-    for state in stream_generate(engine, prompt, variants, settings, system):
+    for state in stream_generate(engine, prompt, variants, settings, system):  # noqa: B007 - keep the last
         pass
     return state.outputs
 

@@ -308,7 +308,7 @@ def _lora_shape_mismatches(model, adapter_path: Path) -> list[str]:
     modules = dict(model.named_modules())
     problems = []
     with safe_open(str(adapter_path / "adapter_model.safetensors"), framework="pt") as handle:
-        for key in handle.keys():
+        for key in handle.keys():  # noqa: SIM118 - safe_open is not a dict
             shape = handle.get_slice(key).get_shape()
             # keys look like base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight
             stem = key.removeprefix("base_model.model.")
@@ -328,7 +328,7 @@ def _lora_shape_mismatches(model, adapter_path: Path) -> list[str]:
 class Engine:
     """The base model in memory with its adapters attached by name, plus the lock that serialises model calls."""
 
-    def __init__(self, model, tokenizer, device: DeviceChoice, source: BaseModelSource):
+    def __init__(self, model, tokenizer, device: DeviceChoice, source: BaseModelSource, base_factory=None):
         self.base_model = model
         self.tokenizer = tokenizer
         self.device = device
@@ -336,6 +336,15 @@ class Engine:
         self.model = model  # becomes a PeftModel once the first adapter is attached
         self.adapters: dict[str, AdapterInfo] = {}
         self.lock = threading.RLock()
+        # Makes an independent copy of the base for training, so training never touches the serving model.
+        self._base_factory = base_factory
+
+    def fresh_base(self):
+        """A new, plain copy of the base model (no adapters) on the CPU, for a training job to modify."""
+        if self._base_factory is not None:
+            return self._base_factory()
+        model, _ = load_base_model(self.source, DeviceChoice(torch.device("cpu"), self.device.weight_dtype, None))
+        return model
 
     @classmethod
     def load(cls, source: BaseModelSource | None = None, device: DeviceChoice | None = None) -> Engine:

@@ -9,8 +9,9 @@ full-vocabulary log-softmax over the whole sequence.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 

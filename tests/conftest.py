@@ -79,7 +79,8 @@ def tiny_engine(tokenizer, tiny_model_factory, tmp_path):
     save_random_adapter(base, root / "dpo", seed=1, method="dpo")
     save_random_adapter(base, root / "kto", seed=2, method="kto")
     engine = models.Engine(base, tokenizer, models.DeviceChoice(torch.device("cpu"), torch.float32, None),
-                           models.BaseModelSource("local", "tiny-random-llama", "test"))
+                           models.BaseModelSource("local", "tiny-random-llama", "test"),
+                           base_factory=lambda: make_tiny_model(len(tokenizer), 0))
     skipped = engine.attach_all(root)
     assert skipped == []
     return engine

@@ -64,7 +64,8 @@ def test_adapter_for_another_base_is_refused_naming_both(tmp_path, tokenizer):
     (path / "meta.json").write_text(json.dumps(meta))
     engine = models.Engine(make_tiny_model(len(tokenizer)), tokenizer, models.pick_device("cpu"),
                            models.BaseModelSource("local", "tiny-random-llama", "test"))
-    with pytest.raises(models.AdapterError, match="made for base 'some/bigger-model'.*loaded base is 'tiny-random-llama'"):
+    expected = "made for base 'some/bigger-model'.*loaded base is 'tiny-random-llama'"
+    with pytest.raises(models.AdapterError, match=expected):
         engine.attach(models.AdapterInfo("other", path, meta))
     assert engine.adapters == {}
 
