@@ -123,6 +123,16 @@ class AppConfig:
     port: int = 7860
     max_queue: int = 16  # bounded queue per event
     max_training_queue: int = 4  # waiting trainings beyond this are refused
+    concurrency_limit: int = 2  # events of one kind running at once; model calls still take turns on Engine.lock
+    poll_seconds: float = 1.0  # how often the Fine-tune tab polls a running training
+    compare_slots: int = 8  # most variants generated side by side in one pass
+    compare_columns_per_row: int = 4  # answer columns per row on the Compare tab
+    token_ratio_clip: float = 2.0  # |log pi/pi_ref| (nats) at which a token's colour is fully saturated
+    preview_rows: int = 50  # rows of an uploaded feedback file shown in the preview table
+    session_storage_key: str = "dpo-kto-playground-session"  # browser localStorage key of the session id
+    default_variants: tuple[str, ...] = ("base", "dpo", "kto")  # ticked on the Compare tab when attached
+    heldout_pairs_limit: int = 64  # held-out pairs scored after a training started from the UI (time on a CPU)
+    example_prompts: int = 12  # example prompts offered on the Compare tab (from the held-out demo set)
 
 
 GENERATION = GenerationConfig()

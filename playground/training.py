@@ -75,8 +75,9 @@ def plan_batches(lengths: Sequence[int], batch_size: int, total_steps: int, seed
     """Row indices for each step: shuffled per epoch, length-bucketed within windows of ``bucket_batches`` batches.
 
     Bucketing cuts padding. KTO passes ``bucket_batches=1``: desirable and undesirable answers often differ in
-    length, and bucketing would then give batches of one label only. Deterministic in ``seed``. Batches never mix epochs; the last partial batch of an epoch is kept when it holds at
-    least 2 rows (KTO's z0 estimate needs 2), else merged into the previous one.
+    length, and bucketing would then give batches of one label only. Deterministic in ``seed``. Batches never
+    mix epochs; the last partial batch of an epoch is kept when it holds at least 2 rows (KTO's z0 estimate
+    needs 2), else merged into the previous one.
     """
     generator = torch.Generator().manual_seed(seed)
     batches: list[list[int]] = []
