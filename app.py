@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from playground import config
+from playground import zerogpu
+
+zerogpu.prepare()  # on a ZeroGPU Space, `spaces` must be imported before torch
+
+from playground import config  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from playground import config, training
+from playground import config, training, zerogpu
 from playground.models import AdapterInfo
 
 log = logging.getLogger(__name__)
@@ -235,10 +235,11 @@ class TrainingQueue:
         try:
             base = self.engine.fresh_base()
             meta = {"name": job.name, "base_model": self.engine.base_id, **pending.extra_meta}
-            result = training.train(base, self.engine.tokenizer, pending.frame, pending.train_config,
-                                    device=self.engine.device, heldout_frame=pending.heldout, callback=on_step,
-                                    cancel=job.cancel_event, out_dir=self.adapters_root / job.name,
-                                    extra_meta=meta, on_phase=on_phase)
+            run = zerogpu.gpu(zerogpu.TRAINING_SECONDS)(training.train)
+            result = run(base, self.engine.tokenizer, pending.frame, pending.train_config,
+                         device=self.engine.device, heldout_frame=pending.heldout, callback=on_step,
+                         cancel=job.cancel_event, out_dir=self.adapters_root / job.name, extra_meta=meta,
+                         on_phase=on_phase)
             job.meta = {k: v for k, v in result.meta.items() if k != "history"}
             if result.cancelled:
                 job.status, job.phase = "cancelled", f"Cancelled after {len(job.history)} steps; nothing was saved"
