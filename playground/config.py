@@ -127,7 +127,7 @@ class AppConfig:
     poll_seconds: float = 1.0  # how often the Fine-tune tab polls a running training
     compare_slots: int = 8  # most variants generated side by side in one pass
     compare_columns_per_row: int = 4  # answer columns per row on the Compare tab
-    token_ratio_clip: float = 2.0  # |log pi/pi_ref| (nats) at which a token's colour is fully saturated
+    token_ratio_clip: float = 1.0  # |log pi/pi_ref| (nats) at which a token's colour is fully saturated
     preview_rows: int = 50  # rows of an uploaded feedback file shown in the preview table
     session_storage_key: str = "dpo-kto-playground-session"  # browser localStorage key of the session id
     default_variants: tuple[str, ...] = ("base", "dpo", "kto")  # ticked on the Compare tab when attached

@@ -1,0 +1,167 @@
+"""Benchmark of the Inspect tab: cold scoring of the bundled held-out set, then redraws from the cache.
+
+    python bench/bench_inspect.py                 # the real base model with the shipped adapters (base, dpo, kto)
+    python bench/bench_inspect.py --tiny          # a tiny random Llama with two random adapters (checks the script)
+
+Writes JSON to --out (default bench/results/inspect.json): the scoring time in seconds (cold: an empty cache), the
+time of a second Score click (cache hit), and redraw times in milliseconds (median of --repeats): ``analyse`` alone,
+the ten figures, and the whole redraw handler (``inspect_tab.render``: analyse + every variant's summary + figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import torch  # noqa: E402
+
+from playground import analysis, models, plots  # noqa: E402
+
+
+def tiny_engine() -> models.Engine:
+    """A 2-layer random Llama with the real tokenizer and two random LoRA adapters named dpo and kto."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = models.load_tokenizer(str(models.ensure_embedded_checkpoint()))
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    cfg.architectures = ["LlamaForCausalLM"]
+    base = LlamaForCausalLM(cfg).eval()
+    root = Path(tempfile.mkdtemp(prefix="bench-inspect-"))
+    for seed, name in ((1, "dpo"), (2, "kto")):
+        torch.manual_seed(seed)
+        peft = get_peft_model(copy.deepcopy(base), LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
+                                                              target_modules=["q_proj", "v_proj"]))
+        peft.save_pretrained(str(root / name), safe_serialization=True)
+        (root / name / "meta.json").write_text(json.dumps({"method": name, "base_model": "tiny",
+                                                           "base_architecture": "LlamaForCausalLM"}))
+    engine = models.Engine(base, tokenizer, models.DeviceChoice(torch.device("cpu"), torch.float32, None),
+                           models.BaseModelSource("local", "tiny-random-llama", "bench"))
+    engine.attach_all(root)
+    return engine
+
+
+def real_engine(base_model: str | None, checkpoints: Path) -> models.Engine:
+    engine = models.Engine.load(models.resolve_base_model(base_model))
+    skipped = engine.attach_all(checkpoints)
+    for message in skipped:
+        print("skipped:", message)
+    return engine
+
+
+def median_ms(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def figures(result: analysis.Analysis, scores: analysis.DatasetScores) -> list:
+    focus = analysis.pair_focus(result, scores, 0)
+    s, search = result.summary, result.alpha_search
+    return [
+        plots.dpo_scatter_figure(result.pairs, result.variant, 0),
+        plots.dpo_bars_figure(result.pairs, result.variant, 0),
+        plots.dpo_waterfall_figure(focus, result.variant),
+        plots.kto_scatter_figure(result.samples, s["z0"], focus["samples"]),
+        plots.kto_value_curve_figure(result.samples, analysis.kto_value_curves(result), focus["samples"]),
+        plots.kto_loss_figure(result.samples, focus["samples"]),
+        plots.value_histogram_figure(result.samples, result.taus, result.settings.tau_method, result.value_label),
+        plots.prospect_bars_figure(result.samples, s["tau"], result.settings.loss_aversion, result.value_label),
+        plots.objective_comparison_figure(result.samples, analysis.prospect_curves(result), result.value_label),
+        plots.alpha_search_figure(search.alphas, search.accuracies, search.best_alpha, result.settings.alpha),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="use a tiny random model (checks the script quickly)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "inspect.json")
+    parser.add_argument("--data", type=Path, default=analysis.DEFAULT_DATASET)
+    parser.add_argument("--base-model", default=None)
+    parser.add_argument("--checkpoints", type=Path, default=ROOT / "checkpoints")
+    parser.add_argument("--variants", nargs="*", default=["base", "dpo", "kto"])
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--limit", type=int, default=0, help="score only the first N pairs (0: all)")
+    args = parser.parse_args(argv)
+
+    load_start = time.perf_counter()
+    engine = tiny_engine() if args.tiny else real_engine(args.base_model, args.checkpoints)
+    load_s = time.perf_counter() - load_start
+    variants = [v for v in args.variants if v in engine.variant_names()]
+    pairs = analysis.load_heldout(args.data)
+    if args.limit:
+        pairs = pairs.head(args.limit)
+
+    cache = analysis.InspectCache()
+    start = time.perf_counter()
+    scores = analysis.score_dataset(engine, pairs, variants, cache=cache)
+    cold_s = time.perf_counter() - start
+    start = time.perf_counter()
+    analysis.score_dataset(engine, pairs, variants, cache=cache)
+    warm_ms = (time.perf_counter() - start) * 1000
+
+    view = next((v for v in variants if v != "base"), "base")
+    settings = analysis.InspectSettings()
+    redraw = {
+        "analyse_ms": median_ms(lambda: analysis.analyse(scores, view, settings), args.repeats),
+        "analyse_hybrid_ema_ms": median_ms(lambda: analysis.analyse(
+            scores, view, analysis.InspectSettings(construction="hybrid", tau_method="ema")), args.repeats),
+        "figures_ms": median_ms(lambda: figures(analysis.analyse(scores, view, settings), scores), args.repeats),
+    }
+    try:
+        from playground.ui import inspect_tab
+
+        redraw["render_handler_ms"] = median_ms(lambda: inspect_tab.render(scores, view, 0, settings), args.repeats)
+    except ImportError as exc:  # gradio missing: the core numbers still stand
+        redraw["render_handler_ms"] = None
+        print("render handler not measured:", exc)
+
+    sequences = 4 * scores.n_pairs * len([v for v in variants if v != "base"] + ["reference"])
+    result = {
+        "benchmark": "inspect",
+        "model": "tiny-random-llama" if args.tiny else engine.source.describe(),
+        "device": engine.device.describe(),
+        "torch_threads": torch.get_num_threads(),
+        "machine": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "data": str(args.data),
+        "n_pairs": scores.n_pairs,
+        "variants": variants,
+        "sequences_scored": sequences,
+        "model_load_s": round(load_s, 2),
+        "score_cold_s": round(cold_s, 3),
+        "score_cold_sequences_per_s": round(sequences / cold_s, 2) if cold_s > 0 else None,
+        "score_cached_ms": round(warm_ms, 2),
+        "redraw_repeats": args.repeats,
+        **{k: (round(v, 2) if v is not None else None) for k, v in redraw.items()},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

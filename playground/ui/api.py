@@ -1,0 +1,129 @@
+"""The headless API: named endpoints for ``gradio_client``, registered with ``gr.api`` inside the page's Blocks.
+
+No ``from __future__ import annotations`` here on purpose: Gradio derives each endpoint's schema from the real type
+hints. Files come in as Gradio FileData dicts (``gradio_client.handle_file``); only files the client uploaded (in
+Gradio's upload folder) are read, never an arbitrary server path. See docs/API.md for example calls.
+"""
+
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from gradio import utils as gr_utils
+
+from playground import feedback, training
+from playground.generation import GenerationInputError
+from playground.jobs import AdapterNameError, QueueFull
+from playground.services import ServiceInputError, generation_settings, train_config_from
+
+API_OWNER = "api"
+
+
+def _uploaded_path(file: Any) -> Path:
+    """The local path of a file the client uploaded; anything else is refused."""
+    if not isinstance(file, dict) or not file.get("path"):
+        raise gr.Error("Pass the file with gradio_client.handle_file(path).")
+    path = Path(str(file["path"])).resolve()
+    upload_root = Path(gr_utils.get_upload_folder()).resolve()
+    if not gr_utils.is_in_or_equal(path, upload_root) or not path.is_file():
+        raise gr.Error("Only files uploaded through the client are accepted (use gradio_client.handle_file).")
+    return path
+
+
+def _report(file: dict | None, csv_text: str, filename: str):
+    if file:
+        path = _uploaded_path(file)
+        return feedback.read_feedback(path, filename=file.get("orig_name") or path.name)
+    if csv_text and csv_text.strip():
+        return feedback.read_feedback(csv_text.encode("utf-8"), filename=filename or "upload.csv")
+    raise gr.Error("Pass a file (handle_file) or csv_text.")
+
+
+def report_dict(report) -> dict:
+    preview = report.data.drop(columns=["row"], errors="ignore").head(5)
+    return {
+        "trainable": bool(report.trainable),
+        "format": report.format,
+        "rows_total": int(report.rows_total),
+        "rows_usable": int(report.rows_usable),
+        "errors": [str(issue) for issue in report.errors],
+        "warnings": [str(issue) for issue in report.warnings],
+        "summary": report.summary(),
+        "preview": preview.astype(object).where(preview.notna(), None).to_dict("records"),
+    }
+
+
+def register(services) -> None:
+    """Add the endpoints to the Blocks being built (call inside ``with gr.Blocks()``)."""
+
+    def generate(prompt: str, variants: list[str] | None = None, settings: dict | None = None,
+                 system: str = "") -> dict:
+        """Generate the variants' answers to one prompt in one batched pass and score them.
+
+        variants: names from /variants (default: base, dpo, kto when attached). settings: any of mode
+        ("greedy"|"sampled"), max_new_tokens, temperature, top_p, seed. Returns {"prompt", "settings", "variants":
+        {name: {"text", "value", "implied_reward", "mean_logp", "length"}}}.
+        """
+        try:
+            gen = generation_settings(settings)
+            chosen = services.check_variants(variants or services.default_variants())
+            result = services.generate_and_score(prompt, chosen, gen, system or None)
+        except (ServiceInputError, GenerationInputError, KeyError) as exc:
+            raise gr.Error(str(exc).strip("'\"")) from exc
+        keep = ("text", "value", "implied_reward", "mean_logp", "length")
+        return {"prompt": prompt, "settings": {"do_sample": gen.do_sample, "max_new_tokens": gen.max_new_tokens,
+                                               "temperature": gen.temperature, "top_p": gen.top_p, "seed": gen.seed},
+                "variants": {name: {k: row[k] for k in keep} for name, row in result.items()}}
+
+    def variants() -> list[str]:
+        """Every variant that can generate: base, then the attached adapters (shipped and trained)."""
+        return services.variant_names()
+
+    def validate(file: dict | None = None, csv_text: str = "", filename: str = "upload.csv") -> dict:
+        """Validate a feedback file (handle_file) or CSV text: format, usable rows, errors, warnings, preview."""
+        return report_dict(_report(file, csv_text, filename))
+
+    def train_start(file: dict | None = None, method: str = "dpo", name: str = "",
+                    hyperparameters: dict | None = None, csv_text: str = "", filename: str = "upload.csv",
+                    heldout_share: float = 0.0) -> dict:
+        """Queue a DPO or KTO LoRA training on a feedback file; returns {"job_id", "name", "total_steps",
+        "position", "notes"}. hyperparameters: beta, learning_rate, steps, epochs, batch_size, max_length,
+        desirable_weight, undesirable_weight, lora_r, lora_alpha, lora_dropout, seed, warmup_ratio."""
+        report = _report(file, csv_text, filename)
+        if not report.trainable:
+            raise gr.Error("The file cannot be trained on:\n" + report.summary())
+        try:
+            train_config = train_config_from({**(hyperparameters or {}), "method": method})
+            job, notes = services.start_training(report, train_config, name or services.suggest_adapter_name(
+                train_config.method), owner=API_OWNER, heldout_fraction=float(heldout_share or 0.0),
+                data_label=(file or {}).get("orig_name") or filename)
+        except (ServiceInputError, AdapterNameError, training.TrainingInputError, QueueFull, ValueError) as exc:
+            raise gr.Error(str(exc)) from exc
+        return {"job_id": job.id, "name": job.name, "method": job.method, "total_steps": job.total_steps,
+                "position": services.queue.position(job.id), "notes": notes}
+
+    def train_status(job_id: str) -> dict:
+        """A job's status (queued/running/done/failed/cancelled/interrupted), phase, steps, ETA, queue position,
+        history of per-step metrics, and the held-out metrics once done."""
+        view = services.job_view(job_id)
+        if view is None:
+            raise gr.Error(f"No training job {job_id!r}.")
+        view.pop("owner", None)
+        return view
+
+    def train_cancel(job_id: str) -> dict:
+        """Cancel a job started through the API: at once while queued, before its next step while running."""
+        job = services.queue.get(job_id)
+        if job is None:
+            raise gr.Error(f"No training job {job_id!r}.")
+        if job.owner != API_OWNER:
+            raise gr.Error("Only jobs started through the API can be cancelled through it.")
+        cancelled = services.queue.cancel(job_id)
+        return {"job_id": job_id, "cancelled": bool(cancelled), "status": services.queue.get(job_id).status}
+
+    gr.api(generate, api_name="generate", concurrency_id="model")
+    gr.api(variants, api_name="variants", concurrency_limit=None, queue=False)
+    gr.api(validate, api_name="validate", concurrency_limit=None)
+    gr.api(train_start, api_name="train_start", concurrency_limit=None)
+    gr.api(train_status, api_name="train_status", concurrency_limit=None, queue=False)
+    gr.api(train_cancel, api_name="train_cancel", concurrency_limit=None, queue=False)

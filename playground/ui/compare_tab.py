@@ -1,0 +1,356 @@
+"""Compare tab: one prompt, the chosen variants' answers streamed side by side, their metrics, and votes.
+
+Handlers are module functions taking ``services`` first (bound with functools.partial), so tests call them directly.
+The answers are generated in ONE batched pass (``generation.stream_generate``); after the last token, ONE scoring
+call (``Services.score_answers``) gives each answer's V(x,y), implied reward, mean log-prob, length and per-token
+log-ratio against the base.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from contextlib import closing
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import gradio as gr
+
+from playground import config, plots, votes
+from playground.generation import GenerationInputError, stream_generate
+from playground.services import ServiceInputError, generation_settings
+from playground.ui.theme import NEGATIVE_RGB, POSITIVE_RGB
+
+SLOTS = config.APP.compare_slots
+PER_ROW = config.APP.compare_columns_per_row
+MODES = ("greedy", "sampled")
+VOTE_BUTTONS = (("left_better", "◀ Left better"), ("right_better", "Right better ▶"), ("tie", "Tie"),
+                ("both_bad", "Both bad"))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Formatting (pure)
+
+
+def variant_header(name: str, adapters: dict) -> str:
+    info = adapters.get(name)
+    kind = "the reference: base model, no adapter" if name == "base" else (
+        f"{info.method.upper()} adapter, {info.source}" if info else "adapter")
+    color = plots.variant_color(name)
+    return (f'<div class="pg-variant-head" style="border-left-color:{color}">{html.escape(name)} '
+            f'<span style="font-weight:400;font-size:14px;color:#555">· {html.escape(kind)}</span></div>')
+
+
+def streaming_html(text: str, finished: bool) -> str:
+    cursor = "" if finished else '<span class="pg-cursor">▍</span>'
+    body = html.escape(text) if text else ('<span class="tok-special">(empty answer)</span>' if finished else "")
+    return f'<div class="pg-answer">{body}{cursor}</div>'
+
+
+def _token_color(ratio: float, clip: float) -> str:
+    if not math.isfinite(ratio) or ratio == 0:
+        return "transparent"
+    strength = min(1.0, abs(ratio) / clip) * 0.65
+    r, g, b = POSITIVE_RGB if ratio > 0 else NEGATIVE_RGB
+    return f"rgba({r},{g},{b},{strength:.3f})"
+
+
+def token_html(name: str, metrics: dict[str, Any], clip: float = config.APP.token_ratio_clip) -> str:
+    """The answer's tokens, each coloured by its log-ratio log pi(y_t) - log pi_ref(y_t) against the base, with the
+    numbers in a hover title. Every piece of text is HTML-escaped."""
+    spans = []
+    is_base = name == "base"
+    for piece, special, logp, ratio in zip(metrics["tokens"], metrics["special"], metrics["token_logp"],
+                                           metrics["token_logratio"]):
+        if is_base:
+            title = f"log p = {logp:.3f} (base = reference)"
+        else:
+            title = f"log p = {logp:.3f}; log p - log p_base = {ratio:+.3f}"
+        classes = "tok tok-special" if special else "tok"
+        color = "transparent" if is_base else _token_color(ratio, clip)
+        spans.append(f'<span class="{classes}" style="background:{color}" '
+                     f'title="{html.escape(title, quote=True)}">{html.escape(piece)}</span>')
+    if metrics.get("truncated"):
+        spans.append('<span class="tok-special"> … (scored up to the length limit)</span>')
+    return f'<div class="pg-answer">{"".join(spans)}</div>'
+
+
+def legend_html(clip: float = config.APP.token_ratio_clip) -> str:
+    return (f'<div class="pg-legend">Token colour, log π − log π<sub>base</sub>: less likely −{clip:g}'
+            f'<span class="swatch"></span>+{clip:g} more likely than under the base. Hover a token for its '
+            'numbers.</div>')
+
+
+def metrics_markdown(metrics: dict[str, Any], beta: float = config.LOSS.beta) -> str:
+    def fmt(x, signed=False):
+        return "n/a" if x is None or not math.isfinite(x) else (f"{x:+.3f}" if signed else f"{x:.3f}")
+
+    return (
+        "| | |\n|---|---|\n"
+        f"| V(x,y) · likelihood | **{fmt(metrics['value'])}** |\n"
+        f"| implied reward β·log π/π_ref (β={beta:g}) | **{fmt(metrics['implied_reward'], True)}** |\n"
+        f"| mean token log-prob | {fmt(metrics['mean_logp'])} |\n"
+        f"| length | {metrics['length']} tokens |"
+    )
+
+
+def metric_rows(scored: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"variant": name, "value": m["value"], "implied_reward": m["implied_reward"], "mean_logp": m["mean_logp"],
+             "length": m["length"]} for name, m in scored.items()]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Handlers
+
+
+def _check_session(session_id: Any) -> str:
+    if not votes.valid_session_id(session_id):
+        raise gr.Error("The page has no session yet: wait a second after loading, or reload the page.")
+    return session_id
+
+
+def _settings(mode, temperature, top_p, max_new_tokens, seed) -> config.GenerationConfig:
+    if max_new_tokens is None or seed is None:
+        raise gr.Error("Max new tokens and seed need a value.")
+    try:
+        return generation_settings({"mode": mode, "temperature": temperature, "top_p": top_p,
+                                    "max_new_tokens": max_new_tokens, "seed": seed})
+    except ServiceInputError as exc:
+        raise gr.Error(str(exc)) from exc
+
+
+def _outputs(last, status, plot, left, right, columns, heads, bodies, metrics) -> tuple:
+    return (last, status, plot, left, right, *columns, *heads, *bodies, *metrics)
+
+
+def generate_answers(services, prompt, system, variants, mode, temperature, top_p, max_new_tokens, seed):
+    """Stream the variants' answers; after the last token, score them once and show metrics, colours and the chart.
+
+    Yields tuples in the order of :func:`_outputs`; the first element is the per-session ``last`` state (prompt,
+    system, variants, answers) the vote buttons read.
+    """
+    prompt = (prompt or "").strip()
+    if not prompt:
+        raise gr.Error("Type a prompt or pick an example first.")
+    try:
+        variants = services.check_variants(variants)
+    except ServiceInputError as exc:
+        raise gr.Error(str(exc)) from exc
+    settings = _settings(mode, temperature, top_p, max_new_tokens, seed)
+    system = (system or "").strip() or None
+    adapters = services.engine.adapters
+    n = len(variants)
+    columns = [gr.update(visible=i < n) for i in range(SLOTS)]
+    heads = [gr.update(value=variant_header(variants[i], adapters)) if i < n else gr.skip() for i in range(SLOTS)]
+    empty_metrics = [gr.update(value="") if i < n else gr.skip() for i in range(SLOTS)]
+    pair = gr.update(choices=variants, value=variants[0]), gr.update(choices=variants,
+                                                                      value=variants[1 if n > 1 else 0])
+    status = f"Generating {n} answer{'s' if n > 1 else ''} in one batched pass…"
+    clear_last = None  # votes wait for these answers: the previous ones are no longer on screen
+    state = None
+    try:
+        # closing(): a Stop (the event cancelled) closes the stream at once, which frees the model at the next token
+        with closing(stream_generate(services.engine, prompt, variants, settings, system)) as stream:
+            for state in stream:
+                if state.done:
+                    break
+                bodies = [gr.update(value=streaming_html(state.outputs[variants[i]].text,
+                                                         state.outputs[variants[i]].finished)) if i < n else gr.skip()
+                          for i in range(SLOTS)]
+                yield _outputs(clear_last, status, gr.skip(), *pair, columns, heads, bodies, empty_metrics)
+                clear_last = gr.skip()
+                columns = [gr.skip()] * SLOTS  # sent once
+                heads = [gr.skip()] * SLOTS
+                empty_metrics = [gr.skip()] * SLOTS
+                pair = gr.skip(), gr.skip()
+    except (GenerationInputError, KeyError) as exc:
+        raise gr.Error(str(exc).strip("'\"")) from exc
+    if state is None:
+        raise gr.Error("Nothing was generated.")
+    answers = {name: state.outputs[name].text for name in variants}
+    yield _outputs(gr.skip(), "Scoring the answers (one pass: each under its variant and under the base)…",
+                   gr.skip(), *pair, columns, heads,
+                   [gr.update(value=streaming_html(answers[variants[i]], True)) if i < n else gr.skip()
+                    for i in range(SLOTS)], empty_metrics)
+    scored = services.score_answers(prompt, answers, system)
+    last = {"prompt": prompt, "system": system or "", "variants": variants, "answers": answers}
+    bodies = [gr.update(value=token_html(variants[i], scored[variants[i]])) if i < n else gr.skip()
+              for i in range(SLOTS)]
+    metrics = [gr.update(value=metrics_markdown(scored[variants[i]])) if i < n else gr.skip() for i in range(SLOTS)]
+    done = (f"Done: {n} answer{'s' if n > 1 else ''} "
+            f"({'greedy' if not settings.do_sample else f'sampled, seed {settings.seed}'}). Vote below.")
+    yield _outputs(last, done, plots.compare_metrics_figure(metric_rows(scored)), *pair, [gr.skip()] * SLOTS,
+                   [gr.skip()] * SLOTS, bodies, metrics)
+
+
+def votes_view(services, session_id):
+    """(table, note, paired CSV path, unpaired CSV path) for the session's votes."""
+    if not votes.valid_session_id(session_id):
+        return votes.display_frame(services.votes_for("")), "No session yet.", None, None
+    frame = services.votes_for(session_id)
+    paths = services.vote_exports(session_id)
+    return votes.display_frame(frame), votes.export_note(frame), str(paths["paired"]), str(paths["unpaired"])
+
+
+def _record(services, session_id, row) -> tuple:
+    session_id = _check_session(session_id)
+    try:
+        stored = services.votes.add(session_id, row)
+    except votes.VoteError as exc:
+        raise gr.Error(str(exc)) from exc
+    table, note, paired, unpaired = votes_view(services, session_id)
+    label = votes.KIND_LABELS[stored["kind"]]
+    what = (f"{stored['variant_a']} vs {stored['variant_b']}" if stored["variant_b"] else stored["variant_a"])
+    gr.Info(f"Vote recorded: {label} ({what}).", duration=3)
+    return table, f"Last vote: **{label}** · {html.escape(what)}. {note}", paired, unpaired
+
+
+def vote_pair(services, kind, session_id, last, left, right):
+    """Record a left/right/tie/both-bad vote on the two chosen columns of the last generation."""
+    if not last or not last.get("answers"):
+        raise gr.Error("Generate answers first, then vote.")
+    answers = last["answers"]
+    if left not in answers or right not in answers:
+        raise gr.Error("Pick the two columns to compare from the last generation.")
+    if left == right:
+        raise gr.Error("Left and right are the same column: pick two different variants.")
+    return _record(services, session_id, {"kind": kind, "prompt": last["prompt"], "system": last.get("system", ""),
+                                          "variant_a": left, "answer_a": answers[left], "variant_b": right,
+                                          "answer_b": answers[right]})
+
+
+def vote_thumb(services, slot, up, session_id, last):
+    """Record a thumbs up/down on the answer in column ``slot`` of the last generation."""
+    if not last or not last.get("answers") or slot >= len(last.get("variants", [])):
+        raise gr.Error("Generate answers first, then vote.")
+    name = last["variants"][slot]
+    return _record(services, session_id, {"kind": "thumbs_up" if up else "thumbs_down", "prompt": last["prompt"],
+                                          "system": last.get("system", ""), "variant_a": name,
+                                          "answer_a": last["answers"][name]})
+
+
+def undo_vote(services, session_id):
+    session_id = _check_session(session_id)
+    removed = services.votes.delete_last(session_id)
+    table, note, paired, unpaired = votes_view(services, session_id)
+    return table, ("Removed your last vote. " if removed else "No vote to remove. ") + note, paired, unpaired
+
+
+def refresh_variants(services, selected):
+    names = services.variant_names()
+    kept = [v for v in (selected or []) if v in names] or services.default_variants()
+    return gr.update(choices=names, value=kept)
+
+
+def pick_example(example):
+    return gr.update(value=example) if example else gr.skip()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Layout
+
+
+@dataclass
+class CompareTab:
+    variants: gr.CheckboxGroup
+    send_button: gr.Button
+    votes_table: gr.Dataframe
+    vote_note: gr.Markdown
+    download_paired: gr.DownloadButton
+    download_unpaired: gr.DownloadButton
+    prompt: gr.Textbox
+    generate_button: gr.Button
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def votes_outputs(self) -> list:
+        return [self.votes_table, self.vote_note, self.download_paired, self.download_unpaired]
+
+
+def build_compare_tab(services, session: gr.BrowserState) -> CompareTab:
+    gen = config.GENERATION
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=5):
+            prompt = gr.Textbox(label="Prompt", lines=2, max_lines=8, placeholder="Ask something, or pick an example",
+                                elem_id="pg-prompt")
+            example = gr.Dropdown(choices=services.example_prompts, value=None, label="Example prompts "
+                                  "(held-out demo set: never trained on)", elem_id="pg-example")
+        with gr.Column(scale=4):
+            variants = gr.CheckboxGroup(choices=services.variant_names(), value=services.default_variants(),
+                                        label="Variants (side by side, one batched pass)", elem_id="pg-variants")
+            with gr.Accordion("Decoding and system prompt", open=False):
+                mode = gr.Radio(list(MODES), value="sampled" if gen.do_sample else "greedy", label="Decoding",
+                                info="greedy: reproducible; sampled: uses temperature, top-p and seed")
+                with gr.Row():
+                    temperature = gr.Slider(0.05, 2.0, value=gen.temperature, step=0.05, label="Temperature")
+                    top_p = gr.Slider(0.05, 1.0, value=gen.top_p, step=0.05, label="Top-p")
+                with gr.Row():
+                    max_new = gr.Slider(1, gen.max_new_tokens_limit, value=gen.max_new_tokens, step=1,
+                                        label="Max new tokens")
+                    seed = gr.Number(value=gen.seed, precision=0, label="Seed")
+                system = gr.Textbox(label="System prompt (optional)", lines=2, value=gen.system_prompt,
+                                    placeholder="Empty: the chat template's default")
+            with gr.Row():
+                generate_button = gr.Button("Generate", variant="primary", elem_id="pg-generate", scale=2)
+                stop_button = gr.Button("Stop", variant="secondary", scale=1)
+    with gr.Row(equal_height=True):
+        status = gr.Markdown("", elem_classes=["pg-note"], elem_id="pg-status")
+        gr.HTML(legend_html(), elem_classes=["pg-legend-box"])
+
+    columns, heads, bodies, metrics, thumbs = [], [], [], [], []
+    for row_start in range(0, SLOTS, PER_ROW):
+        with gr.Row(equal_height=False):
+            for i in range(row_start, min(SLOTS, row_start + PER_ROW)):
+                with gr.Column(visible=False, min_width=260, elem_classes=["pg-slot"]) as column:
+                    heads.append(gr.HTML(""))
+                    bodies.append(gr.HTML("", elem_id=f"pg-answer-{i}"))
+                    metrics.append(gr.Markdown("", elem_classes=["pg-metrics"]))
+                    with gr.Row():
+                        up = gr.Button("👍 Good", size="sm", min_width=40, elem_classes=["pg-vote"],
+                                       elem_id=f"pg-up-{i}")
+                        down = gr.Button("👎 Bad", size="sm", min_width=40, elem_classes=["pg-vote"],
+                                         elem_id=f"pg-down-{i}")
+                    thumbs.append((up, down))
+                columns.append(column)
+    plot = gr.Plot(plots.compare_metrics_figure([]), label="Metrics by variant", elem_id="pg-compare-plot")
+
+    gr.Markdown("### Vote: which answer is better?\nPick two columns, then vote. 👍 Good / 👎 Bad under an "
+                "answer rate it alone. Votes are saved for this browser and become training data on the Fine-tune tab.")
+    with gr.Row():
+        left = gr.Dropdown(choices=[], label="Left", scale=1, elem_id="pg-left")
+        right = gr.Dropdown(choices=[], label="Right", scale=1, elem_id="pg-right")
+        vote_buttons = [gr.Button(text, scale=1, elem_id=f"pg-vote-{kind}") for kind, text in VOTE_BUTTONS]
+    vote_note = gr.Markdown("", elem_classes=["pg-note"], elem_id="pg-vote-note")
+    with gr.Row():
+        download_paired = gr.DownloadButton("Download pairs CSV (DPO)", value=None, size="md")
+        download_unpaired = gr.DownloadButton("Download labelled CSV (KTO)", value=None, size="md")
+        undo = gr.Button("Undo last vote", size="md")
+        send = gr.Button("Send votes to Fine-tune ▶", variant="primary", size="md", elem_id="pg-send")
+    votes_table = gr.Dataframe(votes.display_frame(services.votes_for("")), label="Your votes (this browser)",
+                               interactive=False, wrap=True, max_height=300, elem_id="pg-votes")
+
+    last = gr.State(None)
+    outputs = [last, status, plot, left, right, *columns, *heads, *bodies, *metrics]
+    inputs = [prompt, system, variants, mode, temperature, top_p, max_new, seed]
+    gen_event = generate_button.click(partial(generate_answers, services), inputs, outputs, api_name=False,
+                                      concurrency_id="model", show_progress="minimal")
+    submit_event = prompt.submit(partial(generate_answers, services), inputs, outputs, api_name=False,
+                                 concurrency_id="model", show_progress="minimal")
+    stop_button.click(lambda: "Stopped. Partial answers are not scored and cannot be voted on; generate again.",
+                      None, [status], cancels=[gen_event, submit_event], api_name=False, queue=False)
+    example.change(pick_example, [example], [prompt], api_name=False, queue=False)
+
+    vote_outputs = [votes_table, vote_note, download_paired, download_unpaired]
+    for (kind, _text), button in zip(VOTE_BUTTONS, vote_buttons):
+        button.click(partial(vote_pair, services, kind), [session, last, left, right], vote_outputs, api_name=False,
+                     concurrency_limit=None)
+    for i, (up, down) in enumerate(thumbs):
+        up.click(partial(vote_thumb, services, i, True), [session, last], vote_outputs, api_name=False,
+                 concurrency_limit=None)
+        down.click(partial(vote_thumb, services, i, False), [session, last], vote_outputs, api_name=False,
+                   concurrency_limit=None)
+    undo.click(partial(undo_vote, services), [session], vote_outputs, api_name=False, concurrency_limit=None)
+
+    return CompareTab(variants, send, votes_table, vote_note, download_paired, download_unpaired, prompt,
+                      generate_button, {"status": status, "plot": plot, "bodies": bodies})

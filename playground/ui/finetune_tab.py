@@ -1,0 +1,477 @@
+"""Fine-tune tab: feedback in (upload, this browser's votes, or an example), a DPO or KTO run out, watched live.
+
+Handlers are module functions taking ``services`` first, so tests call them directly. The tab keeps no DataFrame in
+session state, only the path of the validated file and its counts; Start reads the file again through the same
+validation. The running job is polled by a ``gr.Timer``; its id lives in the browser (``gr.BrowserState``), so a page
+refresh re-attaches to it.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from playground import config, feedback, losses, plots, training, votes
+from playground.jobs import AdapterNameError, QueueFull
+from playground.services import ServiceInputError, frame_for_method, label_counts, train_config_from
+
+SOURCE_UPLOAD, SOURCE_VOTES, SOURCE_EXAMPLE = "Upload a file", "My votes (this browser)", "Example file"
+SOURCES = (SOURCE_UPLOAD, SOURCE_VOTES, SOURCE_EXAMPLE)
+METHODS = {"DPO (pairs)": "dpo", "KTO (labelled answers)": "kto"}
+METHOD_LABEL = {v: k for k, v in METHODS.items()}
+BASE_ACCURACY_NOTE = (
+    "**How these are measured.** For each held-out pair (prompt, chosen, rejected), the adapter's implied reward "
+    "β·log π/π<sub>ref</sub> of each answer is computed against the base (π<sub>ref</sub> = the base with the adapter "
+    "off). *Preference accuracy* is the share of pairs whose chosen answer gets the higher reward; the *margin* is "
+    "the mean of chosen minus rejected reward. For the base itself π = π<sub>ref</sub>, so every reward is exactly 0 "
+    "and every pair is a tie: it prefers nothing, which is drawn as 0.5 (chance, a coin flip) with a margin of 0.")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Formatting (pure)
+
+
+def report_markdown(report, extra_note: str = "") -> str:
+    """The validation report: a headline (can / cannot be trained on), then the details in a plain-text block (so
+    nothing from the file is rendered as Markdown)."""
+    if report is None:
+        return "Choose a file, your votes, or an example to see its validation report."
+    if report.trainable:
+        head = (f"**✅ Ready to train:** {report.format} data, {report.rows_usable} of {report.rows_total} rows "
+                f"usable" + (f", {len(report.warnings)} warning(s) (they do not block training)."
+                             if report.warnings else "."))
+    else:
+        head = (f"**⛔ Cannot train on this yet:** {len(report.errors)} error(s). Errors on a row drop that row; "
+                "an error about the whole file blocks Start until it is fixed.")
+    details = report.summary().replace("```", "'''")
+    note = f"\n\n{extra_note}" if extra_note else ""
+    return f"{head}{note}\n\n```text\n{details}\n```"
+
+
+PREVIEW_CELL_CHARS = 160
+
+
+def preview_widths(frame: pd.DataFrame) -> list[str]:
+    """Column widths that keep every column of the preview on screen: narrow row/label, the texts share the rest."""
+    narrow = {"row": 8, "label": 10}
+    fixed = sum(narrow.get(c, 0) for c in frame.columns)
+    wide = [c for c in frame.columns if c not in narrow] or ["x"]
+    share = max(10, (100 - fixed) // len(wide))
+    return [f"{narrow.get(c, share)}%" for c in frame.columns]
+
+
+def preview_frame(report) -> pd.DataFrame:
+    if report is None or report.data is None or report.data.empty:
+        return pd.DataFrame(columns=["prompt", "chosen", "rejected"])
+    shown = report.data.head(config.APP.preview_rows).copy()
+    for column in shown.columns:
+        shown[column] = shown[column].map(
+            lambda v: json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else
+            ("true" if v is True else "false" if v is False else
+             (v[:PREVIEW_CELL_CHARS] + "…" if isinstance(v, str) and len(v) > PREVIEW_CELL_CHARS else v)))
+    cols = ["row", *[c for c in shown.columns if c != "row"]] if "row" in shown.columns else list(shown.columns)
+    return shown[cols]
+
+
+def plan_markdown(method: str, data: dict | None, steps, epochs, batch_size, lam_d, lam_u) -> str:
+    """The planned number of steps and, for KTO, the weight-band hint of losses.kto_weight_advice."""
+    if not data or not data.get("trainable"):
+        return "Load usable data to see the plan."
+    rows = data.get("rows_for", {}).get(method, 0)
+    lines = []
+    try:
+        cfg = train_config_from({"method": method, "steps": steps, "epochs": epochs, "batch_size": batch_size})
+        total = training.count_steps(max(rows, 1), cfg)
+        lines.append(f"**Plan:** {rows} {'pairs' if method == 'dpo' else 'labelled answers'} for "
+                     f"{method.upper()}, batch {cfg.batch_size} → **{total} optimizer steps**"
+                     + (" (steps set)." if cfg.steps else f" ({cfg.epochs:g} epochs)."))
+    except ServiceInputError as exc:
+        lines.append(f"⚠️ {exc}")
+    if data.get("note_for", {}).get(method):
+        lines.append(data["note_for"][method])
+    if method == "kto":
+        n_d, n_u = data.get("kto_counts", [0, 0])
+        try:
+            advice = losses.kto_weight_advice(int(n_d), int(n_u), float(lam_d), float(lam_u))
+            mark = "✅" if advice.in_band else "⚠️"
+            lines.append(f"{mark} **KTO weights:** {n_d} desirable, {n_u} undesirable. "
+                         f"{html.escape(advice.message)}")
+        except (TypeError, ValueError):
+            lines.append("⚠️ lambda_D and lambda_U must be positive numbers.")
+    return "\n\n".join(lines)
+
+
+def _fmt_seconds(seconds) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "…"
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d} min" if seconds >= 60 else f"{seconds} s"
+
+
+def progress_html(view: dict | None) -> str:
+    if not view:
+        return '<div class="pg-progress"><div style="width:0%"></div></div>'
+    share = 100.0 * (1.0 if view["status"] == "done" else view["progress"])
+    label = f"Step {view['steps_done']} / {view['total_steps']}"
+    if view["status"] == "running" and view.get("eta_s") is not None:
+        label += f" · ETA {_fmt_seconds(view['eta_s'])}"
+    if view["status"] == "queued":
+        label = f"Waiting in the queue: position {view['position']} (1 = next)"
+    return (f'<div class="pg-progress" role="progressbar" aria-valuenow="{share:.0f}" aria-valuemin="0" '
+            f'aria-valuemax="100"><div style="width:{share:.1f}%"></div></div>'
+            f'<div class="pg-progress-label">{html.escape(label)} · {html.escape(view["phase"] or "")}</div>')
+
+
+def status_markdown(view: dict | None) -> str:
+    if not view:
+        return "No training yet."
+    name = html.escape(view["name"])
+    status = {"queued": "⏳ queued", "running": "🏃 running", "done": "✅ done", "failed": "⛔ failed",
+              "cancelled": "✋ cancelled", "interrupted": "⚠️ interrupted"}.get(view["status"], view["status"])
+    text = f"**{name}** ({view['method'].upper()}) · {status} · {html.escape(view['phase'] or '')}"
+    if view["status"] == "queued" and view["position"] > 0:
+        text += f" · position {view['position']} in the queue"
+    if view.get("error"):
+        text += f"\n\n`{html.escape(view['error'])}`"
+    return text
+
+
+def result_markdown(view: dict | None) -> str:
+    if not view or view["status"] not in ("done", "failed", "cancelled", "interrupted"):
+        return ""
+    if view["status"] != "done":
+        return {"failed": "### ⛔ The training failed\nNothing was saved. " + html.escape(view.get("error") or ""),
+                "cancelled": f"### ✋ Cancelled after {view['steps_done']} steps\nNothing was saved.",
+                "interrupted": "### ⚠️ Interrupted by a server restart\nThe partial curves are kept; no adapter "
+                               "was saved."}[view["status"]]
+    held = view.get("heldout_metrics") or {}
+    lines = [f"### ✅ {html.escape(view['name'])} is ready",
+             "It is attached to the model: tick it on the **Compare** tab (and pick it on **Inspect**)."]
+    if held:
+        lines.append(f"On {held.get('pairs')} held-out pairs: preference accuracy **{held['preference_accuracy']:.3f}**"
+                     f" (base 0.5), mean implied-reward margin **{held['mean_margin']:+.3f}** (base 0).")
+    else:
+        lines.append("No held-out pairs were available, so there is no before/after measurement.")
+    lines.append(BASE_ACCURACY_NOTE)
+    return "\n\n".join(lines)
+
+
+def before_after(view: dict | None):
+    held = (view or {}).get("heldout_metrics") or {}
+    if not held:
+        return plots.empty_figure("Held-out metrics appear here when a training finishes.")
+    return plots.before_after_figure(
+        {"accuracy": 0.5, "margin": 0.0, "label": "base (no adapter)", "variant": "base"},
+        {"accuracy": held.get("preference_accuracy"), "margin": held.get("mean_margin"), "label": view["name"],
+         "variant": view["name"]})
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Handlers: data
+
+
+def _data_state(report, path: Path, label: str) -> dict[str, Any]:
+    state: dict[str, Any] = {"path": str(path), "label": label, "format": report.format,
+                             "trainable": bool(report.trainable), "rows_for": {}, "note_for": {},
+                             "kto_counts": [0, 0]}
+    if report.trainable:
+        for method in ("dpo", "kto"):
+            try:
+                rows, note = frame_for_method(report.data, report.format, method)
+            except ValueError as exc:
+                rows, note = report.data.iloc[0:0], str(exc)
+            state["rows_for"][method] = len(rows)
+            state["note_for"][method] = note
+        state["kto_counts"] = list(label_counts(report.data, report.format))
+    return state
+
+
+def _read(services, source, upload, example, session_id, method):
+    """(report, path, label, extra note) of the chosen source, or (None, None, None, note) when nothing is chosen."""
+    if source == SOURCE_UPLOAD:
+        if not upload:
+            return None, None, None, "Upload a CSV, TSV or JSON Lines file (prompt,chosen,rejected or " \
+                                     "prompt,completion,label)."
+        path = Path(upload)
+        return feedback.read_feedback(path), path, path.name, ""
+    if source == SOURCE_EXAMPLE:
+        files = {p.name: p for p in services.example_files()}
+        if example not in files:
+            return None, None, None, "Pick an example file."
+        path = files[example]
+        return feedback.read_feedback(path), path, f"data/examples/{path.name}", ""
+    if not votes.valid_session_id(session_id):
+        return None, None, None, "No session yet: reload the page."
+    report, path = services.votes_report(session_id, method)
+    frame = services.votes_for(session_id)
+    fmt = "pairs (prompt, chosen, rejected)" if method == "dpo" else "labelled answers (prompt, completion, label)"
+    note = (f"Your votes as {fmt} for {method.upper()}. " + votes.export_note(frame))
+    return report, path, f"your votes ({len(frame)})", note
+
+
+def load_data(services, source, upload, example, session_id, method_label):
+    """Validate the chosen data: (data state, report, preview, Start button, plan, upload/example visibility)."""
+    method = METHODS.get(method_label, config.TRAIN.method)
+    report, path, label, note = _read(services, source, upload, example, session_id, method)
+    state = _data_state(report, path, label) if report is not None else None
+    preview = preview_frame(report)
+    return (state, report_markdown(report, note) if report is not None else note,
+            gr.update(value=preview, column_widths=preview_widths(preview)),
+            gr.update(interactive=bool(state and state["trainable"])),
+            gr.update(visible=source == SOURCE_UPLOAD), gr.update(visible=source == SOURCE_EXAMPLE))
+
+
+def send_votes(services, session_id, method_label):
+    """Compare tab's 'Send to Fine-tune': select the votes as the data source and validate them."""
+    loaded = load_data(services, SOURCE_VOTES, None, None, session_id, method_label)
+    return (gr.update(value=SOURCE_VOTES), *loaded, gr.update(selected="finetune"))
+
+
+def reload_votes_for_method(services, source, upload, example, session_id, method_label):
+    """The votes' export depends on the method (pairs for DPO, labelled answers for KTO): reload on a switch."""
+    if source != SOURCE_VOTES:
+        return (gr.skip(),) * 6
+    return load_data(services, source, upload, example, session_id, method_label)
+
+
+def method_changed(method_label):
+    kto = METHODS.get(method_label) == "kto"
+    return gr.update(visible=kto), gr.update(visible=kto)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Handlers: training
+
+
+def _train_values(method_label, beta, lr, steps, epochs, batch, max_len, lam_d, lam_u, r, alpha, dropout):
+    values = {"method": METHODS.get(method_label), "beta": beta, "learning_rate": lr, "steps": steps,
+              "epochs": epochs, "batch_size": batch, "max_length": max_len, "desirable_weight": lam_d,
+              "undesirable_weight": lam_u, "lora_r": r, "lora_alpha": alpha, "lora_dropout": dropout}
+    if values["method"] is None:
+        raise gr.Error("Choose DPO or KTO.")
+    empty = [k for k, v in values.items() if v is None or (isinstance(v, str) and not v.strip())]
+    if empty:
+        raise gr.Error(f"These fields are empty: {', '.join(empty)}. Fill them in (defaults are in config.py).")
+    return values
+
+
+def start_training(services, session_id, data, name, heldout_share, method_label, beta, lr, steps, epochs, batch,
+                   max_len, lam_d, lam_u, r, alpha, dropout):
+    """Submit the job: returns (job id, timer, status, progress, curves, Start, Cancel, result, before/after, zip,
+    seen). Every refusal is a gr.Error naming the value; the widgets keep what the user typed."""
+    if not votes.valid_session_id(session_id):
+        raise gr.Error("The page has no session yet: wait a second after loading, or reload the page.")
+    if not data or not data.get("trainable"):
+        raise gr.Error("Load data that passes validation first (see the report on the left).")
+    values = _train_values(method_label, beta, lr, steps, epochs, batch, max_len, lam_d, lam_u, r, alpha, dropout)
+    try:
+        train_config = train_config_from(values)
+        if train_config.method == "kto":
+            n_d, n_u = data.get("kto_counts", [0, 0])
+            advice = losses.kto_weight_advice(int(n_d), int(n_u), train_config.loss.desirable_weight,
+                                              train_config.loss.undesirable_weight)
+            if not advice.in_band:
+                gr.Warning(f"KTO weights outside the paper's band (training anyway): {advice.message}")
+        report = feedback.read_feedback(Path(data["path"]))
+        job, notes = services.start_training(report, train_config, name, owner=session_id,
+                                             heldout_fraction=float(heldout_share or 0.0), data_label=data["label"])
+    except (ServiceInputError, AdapterNameError, training.TrainingInputError, QueueFull, ValueError) as exc:
+        raise gr.Error(str(exc)) from exc
+    view = services.job_view(job.id)
+    gr.Info(f"Training {job.name} submitted: {job.total_steps} steps.", duration=3)
+    note = " ".join(notes)
+    return (job.id, gr.Timer(active=True), status_markdown(view) + (f"\n\n{html.escape(note)}" if note else ""),
+            progress_html(view), plots.training_curves_figure([], job.method), gr.update(interactive=False),
+            gr.update(interactive=True), "", plots.empty_figure("Held-out metrics appear here when the training "
+                                                                "finishes."),
+            gr.update(value=None, visible=False), {"job": job.id, "steps": 0, "final": False})
+
+
+def poll_job(services, job_id, seen, typed_name=None):
+    """One timer tick: (status, progress, curves, seen, timer, Start, Cancel, result, before/after, zip,
+    adapters-changed, adapter name). Curves are re-sent only when a step was added; the final outputs once. When a
+    run is done and the name box still holds its (now taken) name, a fresh name is suggested."""
+    view = services.job_view(job_id)
+    skip = gr.skip()
+    if view is None:
+        return ("No training yet.", progress_html(None), skip, seen, gr.Timer(active=False), skip, skip, skip, skip,
+                skip, skip, skip)
+    seen = dict(seen or {})
+    new_job = seen.get("job") != view["job_id"]
+    if new_job:
+        seen = {"job": view["job_id"], "steps": -1, "final": False}
+    curves = skip
+    if view["steps_done"] != seen.get("steps"):
+        curves = plots.training_curves_figure(view["history"], view["method"])
+        seen["steps"] = view["steps_done"]
+    finished = view["status"] in ("done", "failed", "cancelled", "interrupted")
+    if not finished:
+        return (status_markdown(view), progress_html(view), curves, seen, gr.Timer(active=True),
+                gr.update(interactive=False), gr.update(interactive=True), skip, skip, skip, skip, skip)
+    if seen.get("final"):
+        return (status_markdown(view), progress_html(view), curves, seen, gr.Timer(active=False), skip, skip, skip,
+                skip, skip, skip, skip)
+    seen["final"] = True
+    zip_update = gr.update(value=None, visible=False)
+    if view["status"] == "done" and view["name"] in services.engine.adapters:
+        zip_update = gr.update(value=str(services.zip_adapter(view["name"])), visible=True,
+                               label=f"Download {view['name']}.zip")
+    name_update = skip
+    if view["status"] == "done" and (typed_name or "").strip() == view["name"]:
+        name_update = services.suggest_adapter_name(view["method"])
+    return (status_markdown(view), progress_html(view), curves, seen, gr.Timer(active=False),
+            gr.update(interactive=True), gr.update(interactive=False), result_markdown(view), before_after(view),
+            zip_update, f"{view['name']}:{view['status']}", name_update)
+
+
+def cancel_training(services, session_id, job_id):
+    job = services.queue.get(job_id) if job_id else None
+    if job is None or job.finished:
+        raise gr.Error("No running training to cancel.")
+    if job.owner not in (session_id, None):
+        raise gr.Error("This training was started from another browser.")
+    services.queue.cancel(job_id)
+    gr.Info("Cancelling: the training stops before its next step.", duration=4)
+    return status_markdown(services.job_view(job_id))
+
+
+def reattach(services, session_id, job_id):
+    """On page load: find this browser's newest job (the stored id, else by owner) and resume watching it."""
+    job = services.queue.get(job_id) if job_id else None
+    if job is None or (job.owner and job.owner != session_id):
+        job = services.latest_job_for(session_id) if votes.valid_session_id(session_id) else None
+    if job is None:
+        return (None, gr.Timer(active=False), "No training yet.", progress_html(None), gr.skip(), gr.skip(),
+                gr.skip(), gr.skip(), gr.skip(), gr.skip(), None)
+    outputs = poll_job(services, job.id, None)
+    status, progress, curves, seen, timer, start, cancel, result, figure, zip_update, _changed, _name = outputs
+    return job.id, timer, status, progress, curves, start, cancel, result, figure, zip_update, seen
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Layout
+
+
+@dataclass
+class FinetuneTab:
+    source: gr.Radio
+    method: gr.Radio
+    data_outputs: list
+    timer: gr.Timer
+    reattach_outputs: list
+    adapters_changed: gr.State
+    start_button: gr.Button
+    name: gr.Textbox
+
+
+def build_finetune_tab(services, session: gr.BrowserState, job_state: gr.BrowserState) -> FinetuneTab:
+    train, lora, loss = config.TRAIN, config.TRAIN.lora, config.TRAIN.loss
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=5):
+            gr.Markdown("### 1 · Data")
+            source = gr.Radio(list(SOURCES), value=SOURCE_UPLOAD, label="Feedback to train on",
+                              elem_id="pg-ft-source")
+            upload = gr.File(label="Feedback file: CSV, TSV or JSON Lines", file_types=[".csv", ".tsv", ".jsonl",
+                                                                                        ".json", ".txt"],
+                             type="filepath", elem_id="pg-ft-upload", height=120)
+            example = gr.Dropdown([p.name for p in services.example_files()], value=None, label="Example file",
+                                  visible=False, elem_id="pg-ft-example")
+            gr.Markdown("Paired (DPO): `prompt,chosen,rejected`. Unpaired (KTO): `prompt,completion,label` with "
+                        "labels like true/false or 👍/👎. Optional: `system`. The same columns as TRL's datasets.",
+                        elem_classes=["pg-note"])
+            report_md = gr.Markdown("Choose a file, your votes, or an example to see its validation report.",
+                                    elem_id="pg-ft-report")
+            preview = gr.Dataframe(preview_frame(None), label="Preview (first rows, as they will be trained on)",
+                                   interactive=False, wrap=True, max_height=320, elem_id="pg-ft-preview")
+        with gr.Column(scale=4):
+            gr.Markdown("### 2 · Method and settings")
+            method = gr.Radio(list(METHODS), value=METHOD_LABEL[train.method], label="Method", elem_id="pg-ft-method")
+            name = gr.Textbox(value=services.suggest_adapter_name(train.method), label="Adapter name",
+                              info="letters, digits, '-' and '_'; becomes a variant on Compare", elem_id="pg-ft-name")
+            with gr.Row():
+                beta = gr.Number(value=loss.beta, label="β (beta)", info="strength of the pull to the base")
+                lr = gr.Number(value=train.learning_rate, label="Learning rate")
+            with gr.Row():
+                steps = gr.Number(value=train.steps, precision=0, label="Steps", info="0 = use epochs",
+                                  elem_id="pg-ft-steps")
+                epochs = gr.Number(value=train.epochs, label="Epochs")
+            with gr.Row():
+                batch = gr.Number(value=train.batch_size, precision=0, label="Batch size", elem_id="pg-ft-batch")
+                max_len = gr.Number(value=train.max_length, precision=0, label="Max length (tokens)",
+                                    elem_id="pg-ft-maxlen")
+            with gr.Row():
+                lam_d = gr.Number(value=loss.desirable_weight, label="λ_D (desirable weight)", visible=False)
+                lam_u = gr.Number(value=loss.undesirable_weight, label="λ_U (undesirable weight)", visible=False)
+            plan = gr.Markdown("Load usable data to see the plan.", elem_id="pg-ft-plan")
+            with gr.Accordion("LoRA and held-out split", open=False):
+                with gr.Row():
+                    lora_r = gr.Number(value=lora.r, precision=0, label="LoRA rank r")
+                    lora_alpha = gr.Number(value=lora.alpha, precision=0, label="LoRA alpha")
+                    lora_dropout = gr.Number(value=lora.dropout, label="LoRA dropout")
+                heldout_share = gr.Slider(0.0, 0.5, value=train.held_out_fraction, step=0.05,
+                                          label="Hold out this share of your prompts for the before/after check",
+                                          info="0 = use the demo's held-out pairs")
+            gr.Markdown(f"Runs on: **{html.escape(services.engine.device.describe())}**", elem_classes=["pg-note"])
+            with gr.Row():
+                start = gr.Button("Start training", variant="primary", interactive=False, elem_id="pg-ft-start")
+                cancel = gr.Button("Cancel", variant="stop", interactive=False, elem_id="pg-ft-cancel")
+
+    gr.Markdown("### 3 · Progress")
+    status = gr.Markdown("No training yet.", elem_id="pg-ft-status")
+    progress = gr.HTML(progress_html(None), elem_id="pg-ft-progress")
+    curves = gr.Plot(plots.training_curves_figure([], train.method), label="Training curves", elem_id="pg-ft-curves")
+    gr.Markdown("### 4 · Result")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            result = gr.Markdown("", elem_id="pg-ft-result")
+            zip_button = gr.DownloadButton("Download adapter (.zip)", value=None, visible=False,
+                                           elem_id="pg-ft-zip")
+        with gr.Column(scale=4):
+            before_after_plot = gr.Plot(plots.empty_figure("Held-out metrics appear here when a training finishes."),
+                                        label="Before / after", elem_id="pg-ft-before-after")
+
+    data_state = gr.State(None)
+    seen = gr.State(None)
+    adapters_changed = gr.State("")
+    timer = gr.Timer(config.APP.poll_seconds, active=False)
+
+    data_outputs = [data_state, report_md, preview, start, upload, example]
+    data_inputs = [source, upload, example, session, method]
+    load = partial(load_data, services)
+    source.input(load, data_inputs, data_outputs, api_name=False)
+    upload.change(load, data_inputs, data_outputs, api_name=False)
+    example.input(load, data_inputs, data_outputs, api_name=False)
+    method.input(partial(reload_votes_for_method, services), data_inputs, data_outputs, api_name=False)
+    method.change(method_changed, [method], [lam_d, lam_u], api_name=False, queue=False)
+    method.input(lambda label: services.suggest_adapter_name(METHODS.get(label, "dpo")), [method], [name],
+                 api_name=False, queue=False)
+
+    plan_inputs = [method, data_state, steps, epochs, batch, lam_d, lam_u]
+
+    def plan_fn(method_label, data, steps_, epochs_, batch_, lam_d_, lam_u_):
+        return plan_markdown(METHODS.get(method_label, "dpo"), data, steps_, epochs_, batch_, lam_d_, lam_u_)
+
+    gr.on([method.change, data_state.change, steps.change, epochs.change, batch.change, lam_d.change, lam_u.change],
+          plan_fn, plan_inputs, [plan], api_name=False, trigger_mode="always_last", concurrency_limit=None,
+          show_progress="hidden")
+
+    run_outputs = [job_state, timer, status, progress, curves, start, cancel, result, before_after_plot, zip_button,
+                   seen]
+    start.click(partial(start_training, services),
+                [session, data_state, name, heldout_share, method, beta, lr, steps, epochs, batch, max_len, lam_d,
+                 lam_u, lora_r, lora_alpha, lora_dropout], run_outputs, api_name=False, concurrency_limit=None)
+    timer.tick(partial(poll_job, services), [job_state, seen, name],
+               [status, progress, curves, seen, timer, start, cancel, result, before_after_plot, zip_button,
+                adapters_changed, name], api_name=False, concurrency_limit=None, show_progress="hidden")
+    cancel.click(partial(cancel_training, services), [session, job_state], [status], api_name=False,
+                 concurrency_limit=None)
+    return FinetuneTab(source, method, data_outputs, timer, run_outputs, adapters_changed, start, name)
+

@@ -1,0 +1,234 @@
+"""Learn tab: DPO and KTO for a non-specialist, in a few screens, with the source document's claims shown beside the
+corrected ones (DESIGN.md section 3). The value-function figure draws ``values.prospect_value`` and
+``values.source_objective``, the same functions the Inspect tab uses."""
+
+from __future__ import annotations
+
+import html
+from functools import partial
+
+import gradio as gr
+import plotly.graph_objects as go
+import torch
+
+from playground import config, plots, values
+
+LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
+
+OBJECTIVES = r"""
+### Both start from the same question: how much more likely does the tuned model make an answer?
+
+For a prompt $x$ and an answer $y$, compare the tuned model $\pi_\theta$ (base + adapter) with the **reference**
+$\pi_\text{ref}$ (the base with the adapter switched off):
+
+$$r(x,y) = \log \pi_\theta(y\mid x) - \log \pi_\text{ref}(y\mid x)$$
+
+$\beta\, r(x,y)$ is the answer's **implied reward**: positive when tuning made the answer more likely.
+
+#### DPO — Direct Preference Optimization (Rafailov et al., 2023)
+Needs **pairs**: a better answer $y_w$ and a worse one $y_l$ to the same prompt. It pushes the better answer's
+implied reward above the worse one's (a Bradley–Terry preference model):
+
+$$\mathcal{L}_\text{DPO} = -\log \sigma\big(\beta\,[\,r(x,y_w) - r(x,y_l)\,]\big)$$
+
+At the start ($\pi_\theta = \pi_\text{ref}$) every pair costs $\ln 2$; a pair stops pushing once its margin is large.
+
+#### KTO — Kahneman–Tversky Optimization (Ethayarajh et al., 2024)
+Needs only **labelled answers**: 👍 desirable or 👎 undesirable, no pairing. Each answer is judged against a
+reference point $z_0$, an estimate of how far the model has drifted from the base overall
+($z_0 = \max(0, \widehat{\mathrm{KL}}(\pi_\theta\,\|\,\pi_\text{ref}))$, from mismatched prompt/answer pairs in
+the batch):
+
+$$v(x,y) = \begin{cases} \lambda_D\, \sigma\big(\beta\,(r(x,y) - z_0)\big) & y \text{ desirable} \\
+\lambda_U\, \sigma\big(\beta\,(z_0 - r(x,y))\big) & y \text{ undesirable} \end{cases}
+\qquad \mathcal{L}_\text{KTO} = \mathbb{E}\big[\lambda_y - v(x,y)\big]$$
+
+A desirable answer gains when it rises *above* the reference point, an undesirable one when it falls below it.
+The paper recommends weights with $\lambda_D n_D / (\lambda_U n_U) \in [1, 4/3]$; the Fine-tune tab checks this live.
+"""
+
+DATA_TEMPLATE = """
+### What data each one needs
+
+{data_table}
+
+Both formats use the same column names as TRL's datasets, so files move between this app and TRL. The app converts
+when it can: a pair becomes one desirable and one undesirable answer for KTO; a prompt with both 👍 and 👎 answers
+becomes pairs for DPO (what cannot be paired is counted and reported).
+
+On the **Compare** tab, *left/right better* votes export as pairs, and as a 👍 winner plus a 👎 loser for KTO;
+*both bad* exports as two 👎 answers; *tie* is recorded but never exported as training data (neither method learns
+from "equally good").
+"""
+
+REFERENCE = r"""
+### What the reference model does
+
+The reference $\pi_\text{ref}$ is the model *before* tuning. Both objectives measure an answer by how much
+tuning changed its probability, $r(x,y) = \log \pi_\theta(y|x) - \log \pi_\text{ref}(y|x)$, and $\beta$ sets how
+strongly the tuned model is held near the reference: a small $\beta$ lets it move further.
+
+* **DPO** uses $\pi_\text{ref}$ in both log-ratios.
+* **KTO as published uses one too**: in $r(x,y)$ and in the reference point $z_0$, which needs an extra forward pass
+  over mismatched prompt/answer pairs. (Reference-*free* cousins exist, e.g. SimPO and ORPO; they are different
+  methods.)
+* **With LoRA the reference costs no memory**: it is the same base weights with the adapter switched off. This app
+  computes the reference log-probs once, before the first training step, and the Compare tab scores every answer
+  under the base in the same pass as under its own adapter.
+"""
+
+WHICH = """
+### When to prefer which
+
+* **You have pairs** (people compared two answers): **DPO**. It uses the comparison directly and gives fine control
+  of style.
+* **You have single ratings** (thumbs, accept/reject logs), or far more of one label than the other: **KTO**. It
+  needs no pairing and lets you weight desirable and undesirable answers (λ_D, λ_U).
+* **Labels are noisy or the domain is risk-sensitive** (an undesirable answer is costly): KTO's saturating value
+  and its separate weight on undesirable answers make it the usual first choice.
+* **Either way**: keep β moderate (0.1 is the papers' default), watch the held-out preference accuracy on the
+  Fine-tune tab, and compare the answers side by side before trusting a number.
+"""
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    """A Markdown table from cells (so the source lines stay short)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+DATA = DATA_TEMPLATE.replace("{data_table}", _table(("", "DPO", "KTO"), [
+    ("One row is", "a prompt with a **chosen** and a **rejected** answer",
+     "a prompt with **one** answer and a 👍/👎 label"),
+    ("File columns", "`prompt, chosen, rejected`", "`prompt, completion, label`"),
+    ("Where it comes from", "'left is better than right' votes, A/B tests, rankings",
+     "thumbs up/down, support tickets, any single rating"),
+    ("Cost of collecting", "both answers to the same prompt must be judged together",
+     "each answer judged on its own: cheaper, more plentiful"),
+]))
+
+
+def comparison_table() -> str:
+    """DESIGN.md section 3's comparison, with the source document's wrong claims shown beside the corrections."""
+    glance = _table(("", "DPO", "KTO"), [
+        ("Model of human judgement", "Bradley–Terry preferences between two answers",
+         "Prospect theory: gains and losses against a reference point"),
+        ("Data", "pairs required (chosen, rejected)", "unpaired 👍/👎 labels work"),
+        ("Sensitivity", "sensitive to the reference model", "more robust to noisy labels"),
+        ("Typical use", "fine style control", "risk-sensitive domains"),
+        ("Reference model", r"yes: $\pi_\text{ref}$ in both log-ratios",
+         r"**source said:** none needed, lighter · **correct:** as published it uses $\pi_\text{ref}$ (in $r$ and "
+         r"in $z_0$) plus an extra pass for mismatched pairs; with LoRA the reference is the base with the adapter "
+         "off, so no extra memory"),
+    ])
+    objective = _table(("", "formula", "what it does"), [
+        ("**Source document (as written, wrong)**", r"$\mathbb{E}\big[\lambda\,\mathrm{ReLU}(V-\tau) - "
+         r"\mathrm{ReLU}(\tau - V)\big]$",
+         "puts λ on the **gain** side and uses **no labels**: minimised, it pushes every V down, good and bad "
+         "answers alike"),
+        ("**Prospect theory (corrected)**",
+         r"$v(V) = \mathrm{ReLU}(V-\tau) - \lambda\,\mathrm{ReLU}(\tau - V)$, $\lambda > 1$",
+         "**losses loom larger**: below the reference point τ the slope is λ"),
+        ("**KTO paper (trainable form)**", r"$\lambda_y - v(x,y)$ with $v$ as on the first screen",
+         r"the same idea, saturated by a sigmoid, with τ played by $z_0$ and V by $r(x,y)$, and the label "
+         "deciding the side"),
+    ])
+    return ("### DPO vs KTO at a glance (the source document's table, corrected where it was wrong)\n\n"
+            f"{glance}\n\n### The objective, side by side\n\n{objective}\n")
+
+
+def value_function_figure(loss_aversion: float = config.VALUES.loss_aversion, tau: float = 0.0) -> go.Figure:
+    """Prospect theory's value (λ on losses) vs the source document's formula (λ on gains), around tau."""
+    grid = torch.linspace(tau - 3.0, tau + 3.0, 121)
+    correct = values.prospect_value(grid, tau, loss_aversion)
+    source = values.source_objective(grid, tau, loss_aversion)
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=grid.tolist(), y=correct.tolist(), name="prospect theory (corrected): losses × λ",
+                             line=dict(color=plots.CORRECT_COLOR, width=3),
+                             hovertemplate="V=%{x:.2f}<br>value %{y:.2f}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=grid.tolist(), y=source.tolist(), name="source document (as written): gains × λ",
+                             line=dict(color=plots.SOURCE_COLOR, width=3, dash="dash"),
+                             hovertemplate="V=%{x:.2f}<br>source objective %{y:.2f}<extra></extra>"))
+    fig.add_vline(x=tau, line=dict(color=plots.GUIDE_COLOR, dash="dot"), annotation_text="reference point τ",
+                  annotation_position="top left")
+    fig.add_annotation(x=tau + 2.0, y=2.0 - 1.0, text="gains: slope 1", showarrow=False, yanchor="top",
+                       font=dict(color=plots.GOOD_COLOR, size=16))
+    fig.add_annotation(x=tau - 2.0, y=-2.0 * loss_aversion - 0.6, text=f"losses: slope λ = {loss_aversion:g}",
+                       showarrow=False, yanchor="top", font=dict(color=plots.BAD_COLOR, size=16))
+    fig.update_layout(template=plots.TEMPLATE, title=dict(text="Value of an outcome V around the reference point"),
+                      height=380, xaxis_title="V (outcome, e.g. the implied reward)", yaxis_title="felt value",
+                      legend=dict(orientation="h", y=-0.25, x=0.5, xanchor="center"),
+                      margin=dict(l=70, r=30, t=60, b=110))
+    return fig
+
+
+PROSPECT = r"""
+### Prospect theory in one picture
+
+Kahneman and Tversky found that people judge outcomes as **gains or losses against a reference point** (not by
+absolute level), and that **losses weigh more than equal gains** (*loss aversion*, λ ≈ 2.25 in their data).
+KTO borrows both ideas: the reference point is $z_0$ (how far the model has drifted overall), and an answer's
+outcome is its implied reward. Move λ to see the kink; the dashed curve is the source document's formula, which
+puts λ on the wrong side.
+"""
+
+
+def speed_markdown(records: list[dict], device: str) -> str:
+    """Measured seconds per step of DPO and KTO on this device, from finished or running trainings."""
+    here = [r for r in records if r["this_device"]]
+    lines = [f"### Measured step time on this device\nDevice: **{html.escape(device)}**\n"]
+    if not here:
+        lines.append("No training has run on this device yet: start one on the **Fine-tune** tab and its measured "
+                     "time per optimizer step appears here. (KTO does one extra no-gradient forward pass per step "
+                     "for the mismatched pairs behind $z_0$; DPO does two sequences per pair.)")
+    else:
+        by_method: dict[str, list[float]] = {}
+        for record in here:
+            by_method.setdefault(record["method"], []).append(record["seconds_per_step"])
+        lines.append("| method | mean seconds / step | trainings |\n|---|---|---|")
+        for method, times in sorted(by_method.items()):
+            lines.append(f"| {method.upper()} | {sum(times) / len(times):.2f} | {len(times)} |")
+        if "dpo" in by_method and "kto" in by_method:
+            ratio = (sum(by_method["kto"]) / len(by_method["kto"])) / (sum(by_method["dpo"]) / len(by_method["dpo"]))
+            lines.append(f"\nKTO takes **{ratio:.2f}×** the time of DPO per step here (batch sizes and lengths "
+                         "may differ between runs).")
+        lines.append("\n| adapter | method | steps | s / step |\n|---|---|---|---|")
+        for record in here:
+            lines.append(f"| {html.escape(record['name'])} | {record['method'].upper()} | {record['steps']} | "
+                         f"{record['seconds_per_step']:.2f} |")
+    others = [r for r in records if not r["this_device"]]
+    if others:
+        lines.append("\nMeasured elsewhere (shipped adapters, other devices): " + "; ".join(
+            f"{html.escape(r['name'])} {r['method'].upper()} {r['seconds_per_step']:.2f} s/step on "
+            f"{html.escape(r['device'])}" for r in others))
+    return "\n".join(lines)
+
+
+def refresh_speed(services) -> str:
+    return speed_markdown(services.step_times(), services.engine.device.describe())
+
+
+def build_learn_tab(services):
+    """Returns the speed Markdown component and its refresh function (the page refreshes it when a run ends)."""
+    with gr.Tabs():
+        with gr.Tab("1 · Objectives"):
+            gr.Markdown(OBJECTIVES, latex_delimiters=LATEX, elem_id="pg-learn-objectives")
+        with gr.Tab("2 · Data"):
+            gr.Markdown(DATA, latex_delimiters=LATEX)
+        with gr.Tab("3 · Reference model"):
+            gr.Markdown(REFERENCE, latex_delimiters=LATEX)
+        with gr.Tab("4 · Prospect theory"):
+            gr.Markdown(PROSPECT, latex_delimiters=LATEX)
+            with gr.Row():
+                lam = gr.Slider(1.0, 4.0, value=config.VALUES.loss_aversion, step=0.05, label="loss aversion λ")
+            figure = gr.Plot(value_function_figure(), label="Value function", elem_id="pg-learn-value")
+            lam.change(value_function_figure, [lam], [figure], api_name=False, queue=False, show_progress="hidden")
+        with gr.Tab("5 · Which one, and the source corrected"):
+            gr.Markdown(WHICH, latex_delimiters=LATEX)
+            gr.Markdown(comparison_table(), latex_delimiters=LATEX, elem_id="pg-learn-table")
+        with gr.Tab("6 · Speed on this device"):
+            speed = gr.Markdown(refresh_speed(services), latex_delimiters=LATEX, elem_id="pg-learn-speed")
+            refresh = gr.Button("Refresh measurements", size="sm")
+            refresh.click(partial(refresh_speed, services), None, [speed], api_name=False, queue=False)
+    return speed, partial(refresh_speed, services)

@@ -1,0 +1,151 @@
+"""The page: header, four tabs (Compare, Inspect, Fine-tune, Learn), the session identity and the headless API.
+
+No module-level mutable state: everything per user lives in the browser (``gr.BrowserState``: the session id and the
+running job's id, encrypted with a per-server secret kept in the data dir, so a refresh or a restart keeps them) or
+in per-session ``gr.State``; everything per server lives in :class:`playground.services.Services`.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import os
+import uuid
+from functools import partial
+
+import gradio as gr
+
+from playground import config, votes
+from playground.services import Services
+from playground.ui import api, theme
+from playground.ui.compare_tab import build_compare_tab, refresh_variants, votes_view
+from playground.ui.finetune_tab import build_finetune_tab, reattach, send_votes
+from playground.ui.learn_tab import build_learn_tab
+
+log = logging.getLogger(__name__)
+
+TITLE = "DPO vs KTO alignment playground"
+
+
+def header_markdown(services) -> str:
+    info = services.describe()
+    adapters = ", ".join(f"**{html.escape(a['name'])}** ({a['method'].upper()}, {a['source']})"
+                         for a in info["adapters"]) or "none attached (only the base can generate)"
+    return (f"# {TITLE}\n"
+            "Compare → vote → fine-tune on your votes → compare again.  \n"
+            f"Base model **{html.escape(info['base_model'])}** · device **{html.escape(info['device'])}** · "
+            f"adapters: {adapters}")
+
+
+def init_session(session_id):
+    """The browser's session id: the stored one when valid, else a new random one (stored by the browser)."""
+    return session_id if votes.valid_session_id(session_id) else uuid.uuid4().hex
+
+
+def _inspect_tab(services, session):
+    """The Inspect tab from its own module; a clear message instead when it cannot be built."""
+    try:
+        from playground.ui.inspect_tab import build_inspect_tab
+    except Exception as exc:  # noqa: BLE001 - the rest of the page must still work
+        log.warning("Inspect tab unavailable: %s", exc)
+        gr.Markdown(f"**The Inspect tab is unavailable** on this server ({html.escape(type(exc).__name__)}: "
+                    f"{html.escape(str(exc))}). Compare, Fine-tune and Learn work without it.")
+        return None
+    try:
+        return build_inspect_tab(services, session=session)
+    except Exception as exc:  # noqa: BLE001
+        log.exception("Inspect tab failed to build")
+        gr.Markdown(f"**The Inspect tab could not be built** ({html.escape(type(exc).__name__)}: "
+                    f"{html.escape(str(exc))}). Compare, Fine-tune and Learn work without it.")
+        return None
+
+
+def _inspect_refresh(inspect):
+    """(outputs, fn) when the Inspect tab exposes a way to refresh its variant list, else None."""
+    outputs = getattr(inspect, "refresh_outputs", None)
+    fn = getattr(inspect, "refresh_fn", None) or getattr(inspect, "refresh", None)
+    if outputs and callable(fn):
+        return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs], fn
+    return None
+
+
+def build_app(services: Services) -> gr.Blocks:
+    with gr.Blocks(title=TITLE) as demo:
+        session = gr.BrowserState(None, storage_key=config.APP.session_storage_key, secret=services.secret)
+        job_state = gr.BrowserState(None, storage_key=config.APP.session_storage_key + "-job",
+                                    secret=services.secret)
+        header = gr.Markdown(header_markdown(services), elem_id="pg-header")
+        if services.messages:
+            with gr.Accordion(f"Start-up notes ({len(services.messages)})", open=False):
+                gr.Markdown("\n".join(f"- {html.escape(m)}" for m in services.messages))
+        with gr.Tabs(selected="compare") as tabs:
+            with gr.Tab("Compare", id="compare") as compare_tab_item:
+                compare = build_compare_tab(services, session)
+            with gr.Tab("Inspect", id="inspect"):
+                inspect = _inspect_tab(services, session)
+            with gr.Tab("Fine-tune", id="finetune"):
+                finetune = build_finetune_tab(services, session, job_state)
+            with gr.Tab("Learn", id="learn") as learn_tab_item:
+                speed, refresh_speed = build_learn_tab(services)
+        api.register(services)
+
+        # On load: restore or create the session id; show the session's votes, the current adapters (the page was
+        # built once, adapters may have been trained since), a free adapter name; re-attach to the session's job.
+        def page_state(selected):
+            return (header_markdown(services), refresh_variants(services, selected),
+                    services.suggest_adapter_name(config.TRAIN.method), refresh_speed())
+
+        (demo.load(init_session, [session], [session], api_name=False, queue=False)
+         .then(partial(votes_view, services), [session], compare.votes_outputs, api_name=False, queue=False)
+         .then(page_state, [compare.variants], [header, compare.variants, finetune.name, speed], api_name=False,
+               queue=False)
+         .then(partial(reattach, services), [session, job_state], finetune.reattach_outputs, api_name=False))
+
+        compare.send_button.click(partial(send_votes, services), [session, finetune.method],
+                                  [finetune.source, *finetune.data_outputs, tabs], api_name=False)
+
+        # A training finished: refresh the variant lists (ticking the new adapter, ready to compare again), the
+        # header and the speed table. Switching to Compare refreshes too (another browser may have trained one).
+        def adapters_changed(event, selected):
+            name, _, status = (event or "").rpartition(":")
+            selected = list(selected or [])
+            if status == "done" and name and name not in selected and len(selected) < config.APP.compare_slots:
+                selected.append(name)
+            return refresh_variants(services, selected), header_markdown(services), refresh_speed()
+
+        finetune.adapters_changed.change(adapters_changed, [finetune.adapters_changed, compare.variants],
+                                         [compare.variants, header, speed], api_name=False, queue=False)
+        compare_tab_item.select(partial(refresh_variants, services), [compare.variants], [compare.variants],
+                                api_name=False, queue=False)
+        learn_tab_item.select(refresh_speed, None, [speed], api_name=False, queue=False)
+        refresh = _inspect_refresh(inspect)
+        if refresh:
+            outputs, fn = refresh
+            finetune.adapters_changed.change(fn, None, outputs, api_name=False, queue=False)
+            demo.load(fn, None, outputs, api_name=False, queue=False)
+    demo.queue(default_concurrency_limit=config.APP.concurrency_limit, max_size=config.APP.max_queue)
+    return demo
+
+
+def launch_options() -> dict:
+    """Keyword arguments every launch of the page uses (look, upload size cap)."""
+    return {**theme.launch_options(), "max_file_size": config.FEEDBACK.max_bytes}
+
+
+def launch(base_model: str | None = None, host: str | None = None, port: int | None = None, **kwargs):
+    """Load the model, build the page and serve it (loopback by default)."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    services = Services.create(base_model)
+    for message in services.messages:
+        log.warning(message)
+    demo = build_app(services)
+    # GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (set on Hugging Face Spaces) win over the loopback defaults; an
+    # explicit --host / --port other than the default wins over them.
+    if host in (None, config.APP.host) and os.environ.get("GRADIO_SERVER_NAME"):
+        host = os.environ["GRADIO_SERVER_NAME"]
+    if port in (None, config.APP.port) and os.environ.get("GRADIO_SERVER_PORT", "").isdigit():
+        port = int(os.environ["GRADIO_SERVER_PORT"])
+    options = {**launch_options(), "server_name": host or config.APP.host, "server_port": port or config.APP.port,
+               **kwargs}
+    demo.launch(**options)
+    return demo

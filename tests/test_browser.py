@@ -1,0 +1,161 @@
+"""The page in headless Chromium (Debian's /usr/bin/chromium driven by Playwright), on the tiny engine.
+
+Generates side by side, votes, runs a 2-step fine-tune and watches its curve update, reloads the page (the session
+keeps its votes and re-attaches to its job), and saves a 1280x720 screenshot of each tab into test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+from playground.services import Services
+from playground.ui.page import build_app, launch_options
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run"]
+VIEWPORT = {"width": 1280, "height": 720}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture()
+def browser():
+    if not Path(CHROMIUM).is_file():
+        pytest.skip("Chromium is not installed (sudo apt-get install chromium); the browser test needs "
+                    "/usr/bin/chromium because Playwright's own browser download is not used here.")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture()
+def url(tiny_engine, tmp_path):
+    services = Services.for_engine(tiny_engine, tmp_path / "data")
+    demo = build_app(services)
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options())
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+def _shot(page, name: str, full_page: bool = False) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=full_page)
+
+
+def _tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+    page.wait_for_timeout(600)
+
+
+def _wait_text(page, selector: str, text: str, timeout: int) -> None:
+    page.wait_for_function("([sel, text]) => { const el = document.querySelector(sel); "
+                           "return !!el && el.innerText.includes(text); }", arg=[selector, text], timeout=timeout)
+
+
+def _set_number(page, elem_id: str, value) -> None:
+    box = page.locator(f"#{elem_id} input")
+    box.fill(str(value))
+    box.press("Tab")
+
+
+def test_compare_vote_finetune_and_reload(browser, url):
+    page = browser.new_page(viewport=VIEWPORT)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(url)
+    page.wait_for_selector("#pg-generate", timeout=60_000)
+    page.wait_for_timeout(1000)  # the session id is created on load
+
+    # Compare: three answers side by side, then coloured tokens, metrics and the chart.
+    page.fill("#pg-prompt textarea", "Give me one tip for writing a clear email.")
+    page.click("#pg-generate")
+    page.wait_for_selector("#pg-answer-2 .pg-answer .tok", state="attached", timeout=60_000)
+    page.wait_for_selector("#pg-compare-plot .js-plotly-plot", timeout=30_000)
+    assert page.locator(".pg-variant-head").filter(has_text="dpo").count() >= 1
+    assert "implied reward" in page.locator(".pg-metrics").first.inner_text()
+    page.locator("#pg-compare-plot").scroll_into_view_if_needed()
+    page.evaluate("window.scrollTo(0, 0)")
+    _shot(page, "compare")
+
+    # Votes: left (kto) better than right (dpo), and a thumbs-up on the kto answer. (The tiny random base may
+    # answer with blank lines, which the export would rightly drop, so the pair is between the two adapters.)
+    page.locator("#pg-left input").click()
+    page.get_by_role("option", name="kto", exact=True).click()
+    page.click("#pg-vote-left_better")
+    _wait_text(page, "#pg-votes", "left better", 20_000)
+    page.click("#pg-up-2")
+    _wait_text(page, "#pg-votes", "👍", 20_000)
+    assert "1 pair" in page.locator("#pg-vote-note").inner_text()
+    page.locator("#pg-votes").scroll_into_view_if_needed()
+    _shot(page, "compare_votes")
+    _shot(page, "compare_full", full_page=True)
+
+    # Send the votes to Fine-tune: the tab opens with them validated.
+    page.click("#pg-send")
+    _wait_text(page, "#pg-ft-report", "Ready to train", 20_000)
+    assert page.get_by_role("tab", name="Fine-tune").get_attribute("aria-selected") == "true"
+
+    # A 2-step DPO run on the shipped example file; the curves fill in as it runs.
+    page.get_by_label("Example file").check()
+    page.locator("#pg-ft-example input").click()
+    page.get_by_role("option", name="paired_example.csv", exact=True).click()
+    _wait_text(page, "#pg-ft-report", "20 of 20 rows", 20_000)
+    _set_number(page, "pg-ft-steps", 2)
+    _set_number(page, "pg-ft-batch", 2)
+    _set_number(page, "pg-ft-maxlen", 64)
+    page.locator("#pg-ft-name textarea").fill("browser-run")
+    assert page.locator("#pg-ft-plan").inner_text().count("2 optimizer steps") == 1
+    page.click("#pg-ft-start")
+    _wait_text(page, "#pg-ft-status", "done", 240_000)
+    page.wait_for_function("document.querySelectorAll('#pg-ft-curves path.point').length >= 2", timeout=30_000)
+    assert "Step 2 / 2" in page.locator("#pg-ft-progress").inner_text()
+    page.wait_for_selector("#pg-ft-zip", state="visible", timeout=20_000)
+    assert "base 0.5" in page.locator("#pg-ft-result").inner_text()
+    page.locator("#pg-ft-curves").scroll_into_view_if_needed()
+    _shot(page, "finetune_progress")
+    page.evaluate("window.scrollTo(0, 0)")
+    _shot(page, "finetune")
+    _shot(page, "finetune_full", full_page=True)
+
+    # The new adapter is a variant on Compare.
+    _tab(page, "Compare")
+    _wait_text(page, "#pg-variants", "browser-run", 20_000)
+
+    _tab(page, "Inspect")
+    _shot(page, "inspect")
+    _tab(page, "Learn")
+    assert page.locator("#pg-learn-objectives .katex").count() > 0  # LaTeX rendered
+    _shot(page, "learn")
+    page.get_by_role("tab", name="4 · Prospect theory").click()
+    page.wait_for_selector("#pg-learn-value .js-plotly-plot", timeout=20_000)
+    _shot(page, "learn_prospect")
+    page.get_by_role("tab", name="6 · Speed on this device").click()
+    _wait_text(page, "#pg-learn-speed", "browser-run", 20_000)
+
+    # A reload keeps the session: its votes, and the finished job re-attached on Fine-tune.
+    page.reload()
+    _wait_text(page, "#pg-votes", "left better", 60_000)
+    _tab(page, "Fine-tune")
+    _wait_text(page, "#pg-ft-status", "browser-run", 30_000)
+    assert re.search(r"done", page.locator("#pg-ft-status").inner_text())
+    assert not errors, errors
