@@ -53,7 +53,7 @@ bench: setup-dev model
 # Re-train the shipped adapters from the demo data (minutes on CPU).
 adapters: setup model
 	$(PY) -m playground.train --method dpo --data data/demo_pairs_train.csv --heldout data/demo_pairs_heldout.csv --out checkpoints/dpo --force
-	$(PY) -m playground.train --method kto --data data/demo_unpaired_train.csv --heldout data/demo_pairs_heldout.csv --out checkpoints/kto --force
+	$(PY) -m playground.train --method kto --data data/demo_unpaired_train.csv --heldout data/demo_pairs_heldout.csv --out checkpoints/kto --epochs 1 --force
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

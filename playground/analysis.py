@@ -379,7 +379,12 @@ def score_dataset(engine, pairs_df: pd.DataFrame, variants: Sequence[str], progr
             todo.append(name)
 
     if todo:
-        computed = _score_rows(engine, pairs, todo, progress, max_length=max_length, batch_size=batch_size)
+        from playground import gpu_tasks, zerogpu
+
+        # Through the GPU function (ZeroGPU: a forked worker, where a progress callback cannot follow).
+        computed = gpu_tasks.score_rows(zerogpu.register_engine(engine), pairs, todo,
+                                        None if zerogpu.on_zerogpu() else progress, max_length=max_length,
+                                        batch_size=batch_size)
         for name, side in computed.items():
             results[name] = side
             if cache is not None:
@@ -404,9 +409,11 @@ def score_dataset(engine, pairs_df: pd.DataFrame, variants: Sequence[str], progr
     return scores
 
 
-def _score_rows(engine, pairs: pd.DataFrame, names: list[str], progress: Progress | None, *, max_length: int,
-                batch_size: int) -> dict[str, SideScores]:
-    """One row per (text, adapter); texts are chosen (P), rejected (P), then the 2P mismatched pairs."""
+def score_rows_on(engine, pairs: pd.DataFrame, names: list[str], progress: Progress | None, *, max_length: int,
+                  batch_size: int) -> dict[str, SideScores]:
+    """Log-probs of prepared ``pairs`` under ``names`` on ``engine`` (``gpu_tasks.score_rows`` calls this).
+
+    One row per (text, adapter); texts are chosen (P), rejected (P), then the 2P mismatched pairs."""
     n = len(pairs)
     prompts, completions, systems, _ = unpaired_view(pairs)
     mismatch = kl_index(n)
@@ -910,12 +917,11 @@ def variant_table(scores: DatasetScores, settings: InspectSettings | None = None
 
 
 def load_heldout(path: Path = DEFAULT_DATASET) -> pd.DataFrame:
-    """The held-out pairs exactly as the app loads them (``services``: validated, capped), so the hashes match."""
-    try:
-        from playground.services import _read_heldout
-    except ImportError:  # services not available: the plain file
-        return pd.read_csv(path)
-    frame, note = _read_heldout(Path(path))
+    """The held-out pairs exactly as the app loads them (``feedback.read_heldout_pairs``: validated, capped at
+    ``config.APP.heldout_pairs_limit``), so the hashes match."""
+    from playground import feedback
+
+    frame, note = feedback.read_heldout_pairs(Path(path), config.APP.heldout_pairs_limit)
     if frame is None:
         raise ValueError(note or f"{path} is not a usable paired file")
     return frame

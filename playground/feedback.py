@@ -399,6 +399,24 @@ def demo_file(kind: Literal["paired", "unpaired"] = "paired", split: Literal["tr
     return REPO_ROOT / "data" / f"demo_{'pairs' if kind == 'paired' else 'unpaired'}_{split}.csv"
 
 
+def read_heldout_pairs(path: str | os.PathLike[str] | None,
+                       limit: int | None = None) -> tuple[pd.DataFrame | None, str]:
+    """Held-out *pairs* from a paired feedback file, validated like an upload: (rows, "") or (None, why not).
+
+    ``limit`` keeps a fixed random sample of that many pairs (seed 0, file order kept), so every caller that reads
+    the same file with the same limit (the app, the Inspect precompute) gets exactly the same rows.
+    """
+    if path is None or not Path(path).is_file():
+        return None, f"No held-out pairs file ({path}); held-out metrics need a hold-out share of the upload."
+    report = read_feedback(Path(path))
+    if not report.trainable or report.format != "paired":
+        return None, f"The held-out file {path} is not a valid paired file; held-out metrics are off."
+    data = report.data
+    if limit is not None and len(data) > limit:
+        data = data.sample(n=limit, random_state=0).sort_index()
+    return data.reset_index(drop=True), ""
+
+
 def _norm_column(name: Any) -> str:
     return re.sub(r"[\s\-]+", "_", str(name).replace("\ufeff", "").strip().lower())
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from playground import config, training, zerogpu
+from playground import config, gpu_tasks, training, zerogpu
 from playground.models import AdapterInfo
 
 log = logging.getLogger(__name__)
@@ -220,41 +220,139 @@ class TrainingQueue:
 
     def _run(self, pending: _Pending) -> None:
         job = pending.job
-        progress_file = self.runs_root / job.id / "progress.jsonl"
+        run_dir = self.runs_root / job.id
+        progress_file = run_dir / "progress.jsonl"
 
         def on_step(metrics: training.StepMetrics) -> None:
-            scalars = metrics.scalars()
-            job.history.append(scalars)
+            job.history.append(_append_progress(progress_file, metrics))
             job.last_per_sample = metrics.per_sample
-            with progress_file.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(scalars, allow_nan=True) + "\n")
 
         def on_phase(message: str) -> None:
             job.phase = message
 
+        # On ZeroGPU the training runs in a forked worker: it gets picklable file hooks, and a thread here mirrors
+        # the files into the job (history, phase) and the job's cancel event into a flag file.
+        isolated = zerogpu.on_zerogpu()
+        hooks = FileHooks(str(run_dir)) if isolated else LiveHooks(on_step, on_phase, job.cancel_event)
+        mirror_stop = threading.Event()
+        mirror = threading.Thread(target=_mirror, args=(job, hooks, mirror_stop), name=f"mirror-{job.id}",
+                                  daemon=True) if isolated else None
         try:
-            base = self.engine.fresh_base()
+            if mirror is not None:
+                mirror.start()
             meta = {"name": job.name, "base_model": self.engine.base_id, **pending.extra_meta}
-            run = zerogpu.gpu(zerogpu.TRAINING_SECONDS)(training.train)
-            result = run(base, self.engine.tokenizer, pending.frame, pending.train_config,
-                         device=self.engine.device, heldout_frame=pending.heldout, callback=on_step,
-                         cancel=job.cancel_event, out_dir=self.adapters_root / job.name, extra_meta=meta,
-                         on_phase=on_phase)
+            result = gpu_tasks.train_adapter(zerogpu.register_engine(self.engine), pending.frame,
+                                             pending.train_config, pending.heldout, str(self.adapters_root / job.name),
+                                             meta, hooks)
+            if mirror is not None:
+                mirror_stop.set()
+                mirror.join()
+                _sync_from_files(job, hooks)
             job.meta = {k: v for k, v in result.meta.items() if k != "history"}
             if result.cancelled:
                 job.status, job.phase = "cancelled", f"Cancelled after {len(job.history)} steps; nothing was saved"
             else:
                 job.adapter_dir = str(result.adapter_dir)
-                self.engine.attach(AdapterInfo(job.name, result.adapter_dir, result.meta, "user"))
+                self.engine.attach(AdapterInfo(job.name, Path(result.adapter_dir), result.meta, "user"))
                 job.status, job.phase = "done", "Done: the adapter is saved and attached"
         except Exception as exc:  # noqa: BLE001 - a failed job frees its slot and says why
             log.error("training %s failed: %s", job.id, traceback.format_exc())
             job.status, job.error = "failed", f"{type(exc).__name__}: {exc}"
             job.phase = "Failed"
         finally:
+            mirror_stop.set()
             self._write_job(job)
             if self.on_finished:
                 self.on_finished(job)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Training hooks: what ``gpu_tasks.train_adapter`` calls after each step, on a phase change, and checks for cancel
+
+
+def _append_progress(path: Path, metrics) -> dict[str, float]:
+    scalars = metrics.scalars()
+    with Path(path).open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(scalars, allow_nan=True) + "\n")
+    return scalars
+
+
+@dataclass
+class LiveHooks:
+    """In-process hooks (the training runs in this server's trainer thread): closures over the job."""
+
+    on_step: Callable[[Any], None]
+    on_phase: Callable[[str], None]
+    cancel: threading.Event
+
+
+class FlagFile:
+    """A cancel flag that crosses processes: set when the file exists (``threading.Event``'s ``is_set``)."""
+
+    def __init__(self, path: str):
+        self.path = str(path)
+
+    def is_set(self) -> bool:
+        return Path(self.path).exists()
+
+    def set(self) -> None:
+        Path(self.path).touch()
+
+
+class FileHooks:
+    """Picklable hooks for a training in another process (ZeroGPU): every step is appended to
+    ``<run_dir>/progress.jsonl``, the last per-sample terms and the phase are written next to it, and cancel is
+    the flag file ``<run_dir>/cancel``. Only paths are stored, so pickling copies nothing of the server."""
+
+    def __init__(self, run_dir: str):
+        self.run_dir = str(run_dir)
+        self.cancel = FlagFile(str(Path(run_dir) / "cancel"))
+
+    @property
+    def progress_file(self) -> Path:
+        return Path(self.run_dir) / "progress.jsonl"
+
+    @property
+    def per_sample_file(self) -> Path:
+        return Path(self.run_dir) / "per_sample.json"
+
+    @property
+    def phase_file(self) -> Path:
+        return Path(self.run_dir) / "phase.txt"
+
+    def on_step(self, metrics) -> None:
+        _append_progress(self.progress_file, metrics)
+        _write_atomic(self.per_sample_file, json.dumps(metrics.per_sample, default=float))
+
+    def on_phase(self, message: str) -> None:
+        _write_atomic(self.phase_file, str(message))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def _sync_from_files(job: Job, hooks: FileHooks) -> None:
+    """Copy what a training in another process wrote (steps, last per-sample terms, phase) into ``job``."""
+    job.history = _read_progress(hooks.progress_file)
+    try:
+        job.last_per_sample = json.loads(hooks.per_sample_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        pass
+    try:
+        job.phase = hooks.phase_file.read_text(encoding="utf-8") or job.phase
+    except OSError:
+        pass
+
+
+def _mirror(job: Job, hooks: FileHooks, stop: threading.Event, every: float = 0.5) -> None:
+    """While a training runs in another process: files -> job, and the job's cancel event -> the flag file."""
+    while not stop.wait(every):
+        if job.cancel_event.is_set() and not hooks.cancel.is_set():
+            hooks.cancel.set()
+        _sync_from_files(job, hooks)
 
 
 def _read_progress(path: Path) -> list[dict[str, float]]:

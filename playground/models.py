@@ -263,6 +263,7 @@ def validate_adapter_dir(path: Path) -> dict[str, Any]:
     if pickles:
         raise AdapterError(f"Adapter folder {path} contains pickled files {pickles}; only safetensors are loaded. "
                            "Remove them or re-save the adapter with safe_serialization=True.")
+    _check_safetensors(path / "adapter_model.safetensors")
     try:
         adapter_config = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
@@ -279,6 +280,20 @@ def validate_adapter_dir(path: Path) -> dict[str, Any]:
         raise AdapterError(f"Adapter folder {path} lacks meta.json (method, hyperparameters, base model).")
     meta.setdefault("base_model", adapter_config.get("base_model_name_or_path"))
     return meta
+
+
+def _check_safetensors(weights: Path) -> None:
+    """Refuse a weights file that is not a complete safetensors file with at least one tensor (reads the header)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            keys = list(handle.keys())  # noqa: SIM118 - safe_open is not a dict
+    except Exception as exc:  # noqa: BLE001 - a corrupt file is reported, never crashes the server
+        raise AdapterError(f"Adapter folder {weights.parent}: {weights.name} is not a readable safetensors file "
+                           f"({type(exc).__name__}: {exc}). Re-save or re-download the adapter.") from None
+    if not keys:
+        raise AdapterError(f"Adapter folder {weights.parent}: {weights.name} holds no tensors.")
 
 
 def discover_adapters(*roots: Path) -> tuple[list[AdapterInfo], list[str]]:
@@ -375,7 +390,12 @@ class Engine:
         validate_adapter_dir(info.path)
         if info.name in self.adapters:
             raise AdapterError(f"An adapter named {info.name!r} is already attached.")
-        self._check_base_match(info)
+        try:
+            self._check_base_match(info)
+        except AdapterError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - unreadable weights: refused with a message, never a crash
+            raise AdapterError(f"Adapter {info.name!r} at {info.path} could not be read: {exc}") from exc
         with self.lock:
             try:
                 if isinstance(self.model, PeftModel):

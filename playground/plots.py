@@ -244,7 +244,9 @@ def training_curves_figure(history: list[dict], method: str) -> go.Figure:
     if not history:
         fig.add_annotation(text="No steps yet: curves appear as training runs.", x=0.5, y=0.5, xref="paper",
                            yref="paper", showarrow=False, font=dict(size=18, color=GUIDE_COLOR))
-    _style(fig, title, height=420, legend=dict(orientation="h", y=-0.2, x=0.5, xanchor="center"))
+    # The legend sits under the axes' "step" titles (top-anchored, with room in the bottom margin), never on them.
+    _style(fig, title, height=450, legend=dict(orientation="h", y=-0.3, yanchor="top", x=0.5, xanchor="center"),
+           margin=dict(b=120))
     return fig
 
 

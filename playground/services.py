@@ -15,6 +15,7 @@ import math
 import os
 import secrets
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from playground import config, values
+from playground import config, zerogpu
 from playground.jobs import Job, TrainingQueue
 from playground.votes import VoteStore
 
@@ -165,6 +166,12 @@ class Services:
     messages: list[str] = field(default_factory=list)  # start-up notes (adapters skipped, files missing)
     examples_dir: Path = EXAMPLES_DIR
     heldout_source: str = ""
+    engine_key: str = ""  # the engine's key in the zerogpu registry (what GPU functions receive instead of it)
+    _exports_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.engine_key:
+            self.engine_key = zerogpu.register_engine(self.engine)
 
     # ----------------------------------------------------------------------------------------------------------------
     @classmethod
@@ -239,61 +246,20 @@ class Services:
 
     def score_answers(self, prompt, answers: dict[str, str], system: str | None = None,
                       beta: float = config.LOSS.beta) -> dict[str, dict[str, Any]]:
-        """Per-answer metrics with ONE scoring call: each answer under its own variant and under the base.
+        """Per-answer metrics with ONE scoring call (see ``gpu_tasks.answer_metrics`` for the fields)."""
+        from playground import gpu_tasks
 
-        Returns, per variant: ``value`` (V(x,y), the likelihood construction of ``config.VALUES``), ``implied_reward``
-        (beta * log pi/pi_ref summed over the answer), ``mean_logp`` (mean token log-prob under the variant),
-        ``sum_logp``, ``length`` (response tokens, end-of-turn included), and per token ``tokens`` (text pieces),
-        ``token_logp`` and ``token_logratio`` (log pi - log pi_ref of that token).
-        """
-        from playground.scoring import score
-
-        names = list(answers)
-        if not names:
+        if not answers:
             return {}
-        adapter_names = self.engine.adapter_names_for(names)
-        rows = adapter_names + [config.BASE_VARIANT] * len(names)
-        texts = [answers[name] for name in names] * 2
-        systems = [system or None] * len(rows)
-        with self.engine.lock:
-            scores = score(self.engine.model, self.engine.tokenizer, [prompt] * len(rows), texts, systems=systems,
-                           adapter=rows if self.engine.adapters else None)
-        n = len(names)
-        policy_sum, base_sum, lengths = scores.sum_logps[:n], scores.sum_logps[n:], scores.lengths[:n]
-        value = values.likelihood_value(policy_sum, lengths, reduce=config.VALUES.likelihood_reduce,
-                                        calibrate=config.VALUES.calibrate, reference_sum_logps=base_sum).value
-        implied = values.implied_reward(policy_sum, base_sum, beta=beta)
-        tokenizer = self.engine.tokenizer
-        special = set(getattr(tokenizer, "all_special_ids", []) or [])
-        result = {}
-        for i, name in enumerate(names):
-            ids = scores.token_ids[i]
-            own, ref = scores.token_logps[i], scores.token_logps[n + i]
-            pieces = [("⏎" if tid in special else tokenizer.decode([tid])) for tid in ids]
-            result[name] = {
-                "value": float(value[i]),
-                "implied_reward": float(implied[i]),
-                "mean_logp": float(scores.mean_logps[i]),
-                "sum_logp": float(policy_sum[i]),
-                "length": int(lengths[i]),
-                "tokens": pieces,
-                "special": [tid in special for tid in ids],
-                "token_logp": [float(x) for x in own],
-                "token_logratio": [float(a - b) for a, b in zip(own, ref)],
-                "truncated": bool(scores.truncated[i]),
-            }
-        return result
+        return gpu_tasks.score_answers(self.engine_key, prompt, dict(answers), system, beta)
 
     def generate_and_score(self, prompt: str, variants: list[str], settings: config.GenerationConfig,
                            system: str | None = None) -> dict[str, Any]:
         """Blocking generation of every variant in one batched pass, then the one scoring call (the API's path)."""
-        from playground.generation import generate
+        from playground import gpu_tasks
 
         variants = self.check_variants(variants)
-        outputs = generate(self.engine, prompt, variants, settings, system or None)
-        answers = {name: out.text for name, out in outputs.items()}
-        metrics = self.score_answers(prompt, answers, system)
-        return {name: {"text": answers[name], **metrics[name]} for name in variants}
+        return gpu_tasks.generate_and_score(self.engine_key, prompt, variants, settings, system or None)
 
     def check_variants(self, variants) -> list[str]:
         if isinstance(variants, str):
@@ -344,15 +310,23 @@ class Services:
         return job, notes
 
     def exports_folder(self, session_id: str) -> Path:
-        """Where a session's vote exports are written (the system temp dir, which Gradio may serve)."""
+        """Where a session's vote exports are written (the system temp dir, which Gradio may serve). The session id
+        is checked here too, so no id can name a folder outside the exports root."""
+        from playground import votes as votes_module
+
+        if not votes_module.valid_session_id(session_id):
+            raise ServiceInputError("No valid session id: reload the page to start a session.")
         server = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:10]
         return Path(tempfile.gettempdir()) / "dpo-kto-playground-exports" / server / session_id
 
     def vote_exports(self, session_id: str) -> dict[str, Path]:
-        """The session's votes written as ``votes_paired.csv`` and ``votes_unpaired.csv``; paths by format."""
+        """The session's votes written as ``votes_paired.csv`` and ``votes_unpaired.csv``; paths by format.
+        Reading and writing happen under one lock, so concurrent votes never leave an older export on disk."""
         from playground import votes as votes_module
 
-        return votes_module.write_exports(self.votes_for(session_id), self.exports_folder(session_id))
+        folder = self.exports_folder(session_id)
+        with self._exports_lock:
+            return votes_module.write_exports(self.votes_for(session_id), folder)
 
     def votes_report(self, session_id: str, method: str):
         """The session's votes exported in the format ``method`` trains on (DPO: pairs, KTO: labelled answers) and
@@ -452,18 +426,10 @@ class Services:
 
 
 def _read_heldout(path: Path | None) -> tuple[pd.DataFrame | None, str]:
-    if path is None or not Path(path).is_file():
-        return None, f"No held-out pairs file ({path}); held-out metrics need a hold-out share of the upload."
+    """The app's held-out pairs: :func:`feedback.read_heldout_pairs` capped at ``config.APP.heldout_pairs_limit``."""
     from playground import feedback
 
-    report = feedback.read_feedback(Path(path))
-    if not report.trainable or report.format != "paired":
-        return None, f"The held-out file {path} is not a valid paired file; held-out metrics are off."
-    data = report.data
-    limit = config.APP.heldout_pairs_limit
-    if len(data) > limit:
-        data = data.sample(n=limit, random_state=0).sort_index()
-    return data.reset_index(drop=True), ""
+    return feedback.read_heldout_pairs(path, config.APP.heldout_pairs_limit)
 
 
 def _example_prompts(heldout: pd.DataFrame | None) -> list[str]:

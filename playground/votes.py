@@ -24,8 +24,10 @@ and neither DPO nor KTO has a term for "equally good". :func:`export_note` says 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
+import tempfile
 import time
 from collections.abc import Mapping
 from contextlib import closing
@@ -225,9 +227,15 @@ def write_exports(votes: pd.DataFrame, folder: Path, stem: str = "votes") -> dic
     paths = {}
     for fmt in ("paired", "unpaired"):
         path = folder / f"{stem}_{fmt}.csv"
-        tmp = path.with_suffix(".csv.tmp")
-        tmp.write_text(export_csv(votes, fmt), encoding="utf-8")
-        tmp.replace(path)
+        # a unique temporary name: two requests of one session may export at once, each renames its own file
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+                handle.write(export_csv(votes, fmt))
+            os.replace(tmp_name, path)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
         paths[fmt] = path
     return paths
 

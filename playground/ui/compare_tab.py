@@ -1,9 +1,9 @@
 """Compare tab: one prompt, the chosen variants' answers streamed side by side, their metrics, and votes.
 
 Handlers are module functions taking ``services`` first (bound with functools.partial), so tests call them directly.
-The answers are generated in ONE batched pass (``generation.stream_generate``); after the last token, ONE scoring
-call (``Services.score_answers``) gives each answer's V(x,y), implied reward, mean log-prob, length and per-token
-log-ratio against the base.
+The answers are generated in ONE batched pass (``gpu_tasks.stream_answers``, a GPU function on ZeroGPU); after the
+last token, ONE scoring call (``Services.score_answers``) gives each answer's V(x,y), implied reward, mean log-prob,
+length and per-token log-ratio against the base.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 
 import gradio as gr
 
-from playground import config, plots, votes
-from playground.generation import GenerationInputError, stream_generate
+from playground import config, gpu_tasks, plots, votes
+from playground.generation import GenerationInputError
 from playground.services import ServiceInputError, generation_settings
 from playground.ui.theme import NEGATIVE_RGB, POSITIVE_RGB
 
@@ -151,7 +151,7 @@ def generate_answers(services, prompt, system, variants, mode, temperature, top_
     state = None
     try:
         # closing(): a Stop (the event cancelled) closes the stream at once, which frees the model at the next token
-        with closing(stream_generate(services.engine, prompt, variants, settings, system)) as stream:
+        with closing(gpu_tasks.stream_answers(services.engine_key, prompt, variants, settings, system)) as stream:
             for state in stream:
                 if state.done:
                     break

@@ -343,6 +343,24 @@ def cancel_training(services, session_id, job_id):
     return status_markdown(services.job_view(job_id))
 
 
+def push_to_hub(services, session_id, job_id, repo_id, token):
+    """Push this browser's finished adapter to a hub model repo: (note, token box). The token is used for this one
+    call and cleared from the box on success; it is never stored or logged."""
+    from playground import hub
+
+    job = services.queue.get(job_id) if job_id else None
+    if job is None or job.status != "done" or job.name not in services.engine.adapters:
+        raise gr.Error("Train an adapter first: the push sends the adapter this page trained (status done).")
+    if job.owner not in (session_id, None):
+        raise gr.Error("This adapter was trained from another browser.")
+    try:
+        url = hub.push_adapter(services.engine.adapters[job.name].path, repo_id, token)
+    except hub.HubError as exc:
+        raise gr.Error(str(exc)) from None
+    gr.Info(f"Pushed {job.name} to {url}", duration=5)
+    return f"✅ Pushed **{html.escape(job.name)}** to [{html.escape(url)}]({html.escape(url, quote=True)}).", ""
+
+
 def reattach(services, session_id, job_id):
     """On page load: find this browser's newest job (the stored id, else by owner) and resume watching it."""
     job = services.queue.get(job_id) if job_id else None
@@ -434,6 +452,13 @@ def build_finetune_tab(services, session: gr.BrowserState, job_state: gr.Browser
             result = gr.Markdown("", elem_id="pg-ft-result")
             zip_button = gr.DownloadButton("Download adapter (.zip)", value=None, visible=False,
                                            elem_id="pg-ft-zip")
+            with gr.Accordion("Push the adapter to the Hugging Face Hub", open=False):
+                hub_repo = gr.Textbox(label="Hub repository (owner/name)", placeholder="your-username/my-dpo-adapter",
+                                      elem_id="pg-ft-hub-repo")
+                hub_token = gr.Textbox(label="Access token (write)", type="password", elem_id="pg-ft-hub-token",
+                                       info="Used for this upload only; never stored or logged.")
+                hub_button = gr.Button("Push to the Hub", elem_id="pg-ft-hub-push")
+                hub_note = gr.Markdown("", elem_id="pg-ft-hub-note")
         with gr.Column(scale=4):
             before_after_plot = gr.Plot(plots.empty_figure("Held-out metrics appear here when a training finishes."),
                                         label="Before / after", elem_id="pg-ft-before-after")
@@ -473,5 +498,7 @@ def build_finetune_tab(services, session: gr.BrowserState, job_state: gr.Browser
                 adapters_changed, name], api_name=False, concurrency_limit=None, show_progress="hidden")
     cancel.click(partial(cancel_training, services), [session, job_state], [status], api_name=False,
                  concurrency_limit=None)
+    hub_button.click(partial(push_to_hub, services), [session, job_state, hub_repo, hub_token],
+                     [hub_note, hub_token], api_name=False, concurrency_limit=1, concurrency_id="hub-push")
     return FinetuneTab(source, method, data_outputs, timer, run_outputs, adapters_changed, start, name)
 
