@@ -239,7 +239,7 @@ def render_generation(data: dict[str, Any]) -> list[str]:
                   "through the wrapper on `__base__` alone costs "
                   f"{_x(r['engine_base_over_single'])} the plain model, so attaching adapters is not the cost; "
                   "mixing them is. A batched LoRA (per-row stacked A/B, one bmm pair per layer) in the generation "
-                  "path would remove most of it.", ""]
+                  "path should remove most of it (not measured here).", ""]
     return lines
 
 
