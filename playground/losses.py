@@ -386,11 +386,11 @@ def kto_weight_advice(
     elif ratio > high:
         suggested_u = desirable_weight * n_desirable / (high * n_undesirable)
     if in_band:
-        message = f"lambda_D*n_D/(lambda_U*n_U) = {ratio:.3g}, inside the KTO paper's band [1, 4/3]."
+        message = f"`λ_D·n_D / (λ_U·n_U)` = {ratio:.3g}, inside the KTO paper's band [1, 4/3]."
     else:
         side = "below" if ratio < low else "above"
         message = (
-            f"lambda_D*n_D/(lambda_U*n_U) = {ratio:.3g}, {side} the KTO paper's band [1, 4/3]: try "
+            f"`λ_D·n_D / (λ_U·n_U)` = {ratio:.3g}, {side} the KTO paper's band [1, 4/3]: try "
             f"desirable_weight={suggested_d:.3g}, undesirable_weight={suggested_u:.3g}."
         )
     return KTOWeightAdvice(n_desirable, n_undesirable, ratio, in_band, suggested_d, suggested_u, message)

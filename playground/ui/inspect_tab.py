@@ -81,7 +81,7 @@ def summary_markdown(result: analysis.Analysis, scores: analysis.DatasetScores) 
         f"reference), mean gradient weight {_fmt(s['mean_grad_weight'])}.",
         f"- **KTO** ({s['kto_variant']}): z0 = **{_fmt(s['z0'])}** nats, mean loss **{_fmt(s['mean_kto_loss'])}**, "
         f"mean reward desirable {_fmt(s['kto_desirable_reward'])} / undesirable {_fmt(s['kto_undesirable_reward'])}. "
-        f"Weight ratio λ_D·n_D/(λ_U·n_U) = {_fmt(s['kto_weight_ratio'])}, {band} the paper's band [1, 4/3]: "
+        f"Weight ratio `λ_D·n_D / (λ_U·n_U)` = {_fmt(s['kto_weight_ratio'])}, {band} the paper's band [1, 4/3]: "
         f"{html.escape(s['kto_weight_advice'])}",
         f"- **V** ({html.escape(s['value_label'])}): ranks the chosen answer first on "
         f"**{_fmt(s['value_preference_accuracy'])}** of pairs; τ ({s['tau_method']}) = **{_fmt(s['tau'])}**, "
