@@ -2,38 +2,26 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
 from gradio_client import Client, handle_file
+from tiny_server import serving
 
 from playground.services import Services
 from playground.ui import compare_tab
-from playground.ui.page import build_app, launch_options
+from playground.ui.page import build_app
 
 SESSION = "c" * 32
 EXAMPLES = Services.__dataclass_fields__["examples_dir"].default
 TINY = {"steps": 2, "batch_size": 2, "max_length": 64, "lora_r": 4, "lora_alpha": 8}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture()
 def served(tiny_engine, tmp_path):
     services = Services.for_engine(tiny_engine, tmp_path / "data")
-    demo = build_app(services)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options())
-    try:
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        yield services, client
-    finally:
-        demo.close()
+    with serving(build_app(services)) as url:
+        yield services, Client(url, verbose=False)
 
 
 def _wait(client, job_id, timeout=240):

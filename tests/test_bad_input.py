@@ -19,7 +19,7 @@ import httpx
 import pytest
 from gradio_client import Client, handle_file
 from test_feedback import BAD, BAD_FILES
-from tiny_server import build, free_port, tiny_engine
+from tiny_server import build, serving, tiny_engine
 
 from playground import config, models
 from playground.services import ServiceInputError, Services
@@ -43,12 +43,8 @@ def services(engine, tmp_path):
 @pytest.fixture(scope="module")
 def served(engine, tmp_path_factory):
     services, demo = build(tmp_path_factory.mktemp("served") / "data", engine=engine)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options())
-    try:
-        yield services, Client(f"http://127.0.0.1:{port}/", verbose=False)
-    finally:
-        demo.close()
+    with serving(demo) as url:
+        yield services, Client(url, verbose=False)
 
 
 def _message(excinfo) -> str:

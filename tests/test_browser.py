@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
+from tiny_server import serving
 
 from playground.services import Services
-from playground.ui.page import build_app, launch_options
+from playground.ui.page import build_app
 
 pytestmark = pytest.mark.browser
 
@@ -23,12 +23,6 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--no-first-run"]
 VIEWPORT = {"width": 1280, "height": 720}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture()
@@ -48,13 +42,8 @@ def browser():
 @pytest.fixture()
 def url(tiny_engine, tmp_path):
     services = Services.for_engine(tiny_engine, tmp_path / "data")
-    demo = build_app(services)
-    port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options())
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        demo.close()
+    with serving(build_app(services)) as served_url:
+        yield served_url
 
 
 def _shot(page, name: str, full_page: bool = False) -> None:

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 from gradio_client import Client, handle_file
-from tiny_server import build, free_port
+from tiny_server import build, serving
 
 from playground import config
-from playground.ui.page import launch_options
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "data" / "examples"
 TINY = {"steps": 2, "batch_size": 2, "max_length": 64, "lora_r": 4, "lora_alpha": 8}
@@ -29,14 +28,12 @@ GEN = {"max_new_tokens": 6, "mode": "greedy"}
 @pytest.fixture(scope="module")
 def served(tokenizer, tmp_path_factory):
     services, demo = build(tmp_path_factory.mktemp("concurrency") / "data", adapters=True, tokenizer=tokenizer)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_options())
-    try:
-        yield services, f"http://127.0.0.1:{port}/"
-    finally:
-        for job in list(services.queue.jobs.values()):
-            services.queue.cancel(job.id)
-        demo.close()
+    with serving(demo) as url:
+        try:
+            yield services, url
+        finally:
+            for job in list(services.queue.jobs.values()):
+                services.queue.cancel(job.id)
 
 
 def _client(url: str) -> Client:
