@@ -36,7 +36,7 @@ $(DEVSTAMP): $(STAMP) requirements-dev.txt
 
 # Dequantize the embedded GGUF once into a float checkpoint under ~/.cache (PLAYGROUND_CACHE_DIR overrides).
 model: setup
-	$(PY) -m playground.models
+	$(PY) -m playground.cli.prepare_model
 
 # Debian's Chromium for the browser tests (Playwright drives it through executable_path).
 browser:

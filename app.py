@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from playground import zerogpu
+from playground.serving import zerogpu
 
 zerogpu.prepare()  # on a ZeroGPU Space, `spaces` must be imported before torch
 

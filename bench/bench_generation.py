@@ -27,6 +27,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import common  # noqa: E402
+from playground.engine.base_model import load_base_model  # noqa: E402
+from playground.engine.device import pick_device  # noqa: E402
+from playground.engine.engine import Engine  # noqa: E402
+from playground.engine.generation import _eos_ids, generate  # noqa: E402
+from playground.engine.templating import prompt_ids  # noqa: E402
 
 TARGET = 1.3
 
@@ -43,16 +48,16 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from playground import config, generation, models, scoring
+    from playground import config
 
     warnings.filterwarnings("ignore")
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = models.pick_device(args.device)
+    device = pick_device(args.device)
     source = common.embedded_source()
-    plain, tokenizer = models.load_base_model(source, device)
-    served, _ = models.load_base_model(source, device)
-    engine = models.Engine(served, tokenizer, device, source)
+    plain, tokenizer = load_base_model(source, device)
+    served, _ = load_base_model(source, device)
+    engine = Engine(served, tokenizer, device, source)
     prompt = common.heldout_prompt(0)
     n = args.new_tokens
     with tempfile.TemporaryDirectory(prefix="bench-gen-") as tmp:
@@ -60,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         skipped = engine.attach_all(root)
         if skipped or sorted(engine.adapters) != ["dpo", "kto"]:
             raise SystemExit(f"could not attach the adapters: {skipped}")
-        ids = scoring.prompt_ids(tokenizer, prompt)
-        eos = generation._eos_ids(engine, tokenizer)
+        ids = prompt_ids(tokenizer, prompt)
+        eos = _eos_ids(engine, tokenizer)
         common_kwargs = dict(max_new_tokens=n, min_new_tokens=n, do_sample=False, temperature=None, top_p=None,
                              top_k=None, pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)
 
@@ -87,24 +92,24 @@ def main(argv: list[str] | None = None) -> int:
 
         def engine_base():
             with engine.lock, torch.inference_mode():
-                check(engine.model.generate(**inputs(1), adapter_names=[config.BASE_VARIANT], **common_kwargs), 1)
+                check(engine.model.generate(**inputs(1), adapter_names=[config.PEFT_BASE_ADAPTER], **common_kwargs), 1)
 
         def batched3():
             with engine.lock, torch.inference_mode():
-                out = engine.model.generate(**inputs(3), adapter_names=[config.BASE_VARIANT, "dpo", "kto"],
+                out = engine.model.generate(**inputs(3), adapter_names=[config.PEFT_BASE_ADAPTER, "dpo", "kto"],
                                             **common_kwargs)
                 check(out, 3)
 
         def sequential3():
             with engine.lock, torch.inference_mode():
-                for name in (config.BASE_VARIANT, "dpo", "kto"):
+                for name in (config.PEFT_BASE_ADAPTER, "dpo", "kto"):
                     check(engine.model.generate(**inputs(1), adapter_names=[name], **common_kwargs), 1)
 
         stream_tokens: list[int] = []
 
         def stream3():
             settings = dataclasses.replace(config.GENERATION, max_new_tokens=n, do_sample=False)
-            outputs = generation.generate(engine, prompt, ["base", "dpo", "kto"], settings)
+            outputs = generate(engine, prompt, ["base", "dpo", "kto"], settings)
             stream_tokens.append(max(len(o.token_ids) for o in outputs.values()))
 
         contenders = {"single": single, "engine_base": engine_base, "batched3": batched3,
@@ -121,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     result = {
         "settings": {**vars(args), "device_choice": device.describe(), "prompt": prompt,
-                     "prompt_tokens": len(scoring.prompt_ids(tokenizer, prompt)), "adapters": adapters},
+                     "prompt_tokens": len(prompt_ids(tokenizer, prompt)), "adapters": adapters},
         "seconds": times,
         "median_seconds": med,
         "tokens_per_s": {k: (3 if k in ("batched3", "sequential3") else 1) * n / v for k, v in med.items()

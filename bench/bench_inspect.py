@@ -27,17 +27,24 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import torch  # noqa: E402
 
-from playground import analysis, models, plots  # noqa: E402
+from playground import plots  # noqa: E402
+from playground.analysis.cache import InspectCache  # noqa: E402
+from playground.analysis.datasets import DEFAULT_DATASET, load_heldout  # noqa: E402
+from playground.analysis.scores import DatasetScores, score_dataset  # noqa: E402
+from playground.analysis.views import Analysis, InspectSettings, analyse, kto_value_curves, pair_focus, prospect_curves  # noqa: E402
+from playground.engine.base_model import BaseModelSource, ensure_embedded_checkpoint, load_tokenizer, resolve_base_model  # noqa: E402
+from playground.engine.device import DeviceChoice  # noqa: E402
+from playground.engine.engine import Engine  # noqa: E402
 
 
-def tiny_engine() -> models.Engine:
+def tiny_engine() -> Engine:
     """A 2-layer random Llama with the real tokenizer and two random LoRA adapters named dpo and kto."""
     import copy
 
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = models.load_tokenizer(str(models.ensure_embedded_checkpoint()))
+    tokenizer = load_tokenizer(str(ensure_embedded_checkpoint()))
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
@@ -52,14 +59,14 @@ def tiny_engine() -> models.Engine:
         peft.save_pretrained(str(root / name), safe_serialization=True)
         (root / name / "meta.json").write_text(json.dumps({"method": name, "base_model": "tiny",
                                                            "base_architecture": "LlamaForCausalLM"}))
-    engine = models.Engine(base, tokenizer, models.DeviceChoice(torch.device("cpu"), torch.float32, None),
-                           models.BaseModelSource("local", "tiny-random-llama", "bench"))
+    engine = Engine(base, tokenizer, DeviceChoice(torch.device("cpu"), torch.float32, None),
+                           BaseModelSource("local", "tiny-random-llama", "bench"))
     engine.attach_all(root)
     return engine
 
 
-def real_engine(base_model: str | None, checkpoints: Path) -> models.Engine:
-    engine = models.Engine.load(models.resolve_base_model(base_model))
+def real_engine(base_model: str | None, checkpoints: Path) -> Engine:
+    engine = Engine.load(resolve_base_model(base_model))
     skipped = engine.attach_all(checkpoints)
     for message in skipped:
         print("skipped:", message)
@@ -76,19 +83,19 @@ def median_ms(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def figures(result: analysis.Analysis, scores: analysis.DatasetScores) -> list:
-    focus = analysis.pair_focus(result, scores, 0)
+def figures(result: Analysis, scores: DatasetScores) -> list:
+    focus = pair_focus(result, scores, 0)
     s, search = result.summary, result.alpha_search
     return [
         plots.dpo_scatter_figure(result.pairs, result.variant, 0),
         plots.dpo_bars_figure(result.pairs, result.variant, 0),
         plots.dpo_waterfall_figure(focus, result.variant),
         plots.kto_scatter_figure(result.samples, s["z0"], focus["samples"]),
-        plots.kto_value_curve_figure(result.samples, analysis.kto_value_curves(result), focus["samples"]),
+        plots.kto_value_curve_figure(result.samples, kto_value_curves(result), focus["samples"]),
         plots.kto_loss_figure(result.samples, focus["samples"]),
         plots.value_histogram_figure(result.samples, result.taus, result.settings.tau_method, result.value_label),
         plots.prospect_bars_figure(result.samples, s["tau"], result.settings.loss_aversion, result.value_label),
-        plots.objective_comparison_figure(result.samples, analysis.prospect_curves(result), result.value_label),
+        plots.objective_comparison_figure(result.samples, prospect_curves(result), result.value_label),
         plots.alpha_search_figure(search.alphas, search.accuracies, search.best_alpha, result.settings.alpha),
     ]
 
@@ -97,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="use a tiny random model (checks the script quickly)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "inspect.json")
-    parser.add_argument("--data", type=Path, default=analysis.DEFAULT_DATASET)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATASET)
     parser.add_argument("--base-model", default=None)
     parser.add_argument("--checkpoints", type=Path, default=ROOT / "checkpoints")
     parser.add_argument("--variants", nargs="*", default=["base", "dpo", "kto"])
@@ -109,25 +116,25 @@ def main(argv: list[str] | None = None) -> int:
     engine = tiny_engine() if args.tiny else real_engine(args.base_model, args.checkpoints)
     load_s = time.perf_counter() - load_start
     variants = [v for v in args.variants if v in engine.variant_names()]
-    pairs = analysis.load_heldout(args.data)
+    pairs = load_heldout(args.data)
     if args.limit:
         pairs = pairs.head(args.limit)
 
-    cache = analysis.InspectCache()
+    cache = InspectCache()
     start = time.perf_counter()
-    scores = analysis.score_dataset(engine, pairs, variants, cache=cache)
+    scores = score_dataset(engine, pairs, variants, cache=cache)
     cold_s = time.perf_counter() - start
     start = time.perf_counter()
-    analysis.score_dataset(engine, pairs, variants, cache=cache)
+    score_dataset(engine, pairs, variants, cache=cache)
     warm_ms = (time.perf_counter() - start) * 1000
 
     view = next((v for v in variants if v != "base"), "base")
-    settings = analysis.InspectSettings()
+    settings = InspectSettings()
     redraw = {
-        "analyse_ms": median_ms(lambda: analysis.analyse(scores, view, settings), args.repeats),
-        "analyse_hybrid_ema_ms": median_ms(lambda: analysis.analyse(
-            scores, view, analysis.InspectSettings(construction="hybrid", tau_method="ema")), args.repeats),
-        "figures_ms": median_ms(lambda: figures(analysis.analyse(scores, view, settings), scores), args.repeats),
+        "analyse_ms": median_ms(lambda: analyse(scores, view, settings), args.repeats),
+        "analyse_hybrid_ema_ms": median_ms(lambda: analyse(
+            scores, view, InspectSettings(construction="hybrid", tau_method="ema")), args.repeats),
+        "figures_ms": median_ms(lambda: figures(analyse(scores, view, settings), scores), args.repeats),
     }
     try:
         from playground.ui import inspect_tab

@@ -24,17 +24,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from playground.config import LOSS, VALUES  # noqa: E402
-from playground.losses import DPO_VARIANTS, dpo_loss, kto_loss, kto_weight_advice, mismatched_pairs  # noqa: E402
-from playground.reward_head import predict_rewards, train_reward_head  # noqa: E402
-from playground.values import (  # noqa: E402
-    TauOptions,
-    ValueInputs,
-    compute_tau,
-    compute_value,
-    prospect_decomposition,
-    search_alpha,
-    task_metric_scores,
-)
+from playground.objectives.dpo import DPO_LOSS_TYPES, dpo_loss  # noqa: E402
+from playground.objectives.kto import kto_loss, kto_weight_advice, mismatched_pairs  # noqa: E402
+from playground.objectives.prospect import prospect_decomposition  # noqa: E402
+from playground.objectives.reward_head import predict_rewards, train_reward_head  # noqa: E402
+from playground.objectives.task_metrics import task_metric_scores  # noqa: E402
+from playground.objectives.thresholds import TauOptions, compute_tau  # noqa: E402
+from playground.objectives.value_functions import ValueInputs, compute_value, search_alpha  # noqa: E402
 
 TARGET_MS = 50.0
 WORDS = [
@@ -98,11 +94,11 @@ def hot_path(cache: dict, inputs: ValueInputs, half: int) -> dict[str, float]:
     pc, pr = cache["policy"][:half], cache["policy"][half:]
     rc, rr = cache["reference"][:half], cache["reference"][half:]
     lc, lr = cache["lengths"][:half], cache["lengths"][half:]
-    for variant in DPO_VARIANTS:
+    for variant in DPO_LOSS_TYPES:
         timed(
             f"dpo_{variant}",
             lambda v=variant: dpo_loss(
-                pc, pr, rc, rr, beta=LOSS.beta, variant=v, label_smoothing=0.1, chosen_lengths=lc, rejected_lengths=lr
+                pc, pr, rc, rr, beta=LOSS.beta, loss_type=v, label_smoothing=0.1, chosen_lengths=lc, rejected_lengths=lr
             ),
         )
     for variant in ("kto", "apo_zero_unpaired"):
@@ -115,7 +111,7 @@ def hot_path(cache: dict, inputs: ValueInputs, half: int) -> dict[str, float]:
                 cache["kl_policy"],
                 cache["kl_reference"],
                 beta=LOSS.beta,
-                variant=v,
+                loss_type=v,
             ),
         )
     n_desirable = int(cache["desirable"].sum())

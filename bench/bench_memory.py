@@ -28,6 +28,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import common  # noqa: E402
+from playground.engine.base_model import load_base_model  # noqa: E402
+from playground.engine.device import pick_device  # noqa: E402
+from playground.engine.engine import Engine  # noqa: E402
+from playground.engine.templating import prompt_ids  # noqa: E402
 
 CONFIGS = ("base", "base+2", "merged3")
 TARGET = 1.2
@@ -44,34 +48,34 @@ def child(config_name: str, adapter_root: str, new_tokens: int) -> None:
     import torch
     from peft import PeftModel
 
-    from playground import config, models, scoring
+    from playground import config
 
     after_imports = process.memory_info().rss
-    device = models.pick_device()
+    device = pick_device()
     source = common.embedded_source()
     started = time.perf_counter()
     models_to_run = []  # (model, adapter_names or None, rows)
     if config_name == "base":
-        model, tokenizer = models.load_base_model(source, device)
+        model, tokenizer = load_base_model(source, device)
         models_to_run.append((model, None, 1))
     elif config_name == "base+2":
-        engine = models.Engine.load(source, device)
+        engine = Engine.load(source, device)
         tokenizer = engine.tokenizer
         skipped = engine.attach_all(Path(adapter_root))
         assert not skipped and sorted(engine.adapters) == ["dpo", "kto"], skipped
-        models_to_run.append((engine.model, [config.BASE_VARIANT, "dpo", "kto"], 3))
+        models_to_run.append((engine.model, [config.PEFT_BASE_ADAPTER, "dpo", "kto"], 3))
     elif config_name == "merged3":
-        model, tokenizer = models.load_base_model(source, device)
+        model, tokenizer = load_base_model(source, device)
         models_to_run.append((model, None, 1))
         for name in ("dpo", "kto"):
-            copy_, _ = models.load_base_model(source, device)
+            copy_, _ = load_base_model(source, device)
             merged = PeftModel.from_pretrained(copy_, str(Path(adapter_root) / name)).merge_and_unload()
             models_to_run.append((merged.eval(), None, 1))
     else:
         raise SystemExit(f"unknown configuration {config_name}")
     loaded = process.memory_info().rss
     load_seconds = time.perf_counter() - started
-    ids = scoring.prompt_ids(tokenizer, common.heldout_prompt(0))
+    ids = prompt_ids(tokenizer, common.heldout_prompt(0))
     with torch.inference_mode():
         for model, names, rows in models_to_run:
             input_ids = torch.tensor([ids] * rows, dtype=torch.long, device=device.device)

@@ -54,6 +54,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import common  # noqa: E402
+from playground.engine.base_model import load_base_model  # noqa: E402
+from playground.engine.device import pick_device  # noqa: E402
+from playground.feedback import read_feedback  # noqa: E402
+from playground.objectives.kto import mismatched_pairs  # noqa: E402
+from playground.training.data import plan_batches, tokenize_frame  # noqa: E402
+from playground.training.loop import train  # noqa: E402
 
 PAIRED_FILE = common.REPO_ROOT / "data" / "demo_pairs_train.csv"
 UNPAIRED_FILE = common.REPO_ROOT / "data" / "demo_unpaired_train.csv"
@@ -68,7 +74,7 @@ class Setup:
     method: str
     frame: Any  # pandas rows, the identical rows for every contender
     train: Any  # config.TrainConfig
-    device: Any  # models.DeviceChoice
+    device: Any  # DeviceChoice
     base: Any  # pristine base model; each run trains a deep copy
     tokenizer: Any
     plan: list[list[int]]  # our batches (row indices into frame), given to trl_fast as its batch order
@@ -78,10 +84,9 @@ class Setup:
 
 
 def read_frame(method: str, rows: int, seed: int):
-    from playground import feedback
 
     path = PAIRED_FILE if method == "dpo" else UNPAIRED_FILE
-    report = feedback.read_feedback(path)
+    report = read_feedback(path)
     if not report.trainable:
         raise SystemExit(f"{path} is not trainable: {report.issues[:3]}")
     frame = report.data
@@ -126,7 +131,7 @@ def sequence_flops(dims, n_lora: int, prompt: int, response: int, trained: bool)
 
 
 def make_setup(method: str, args, device, base, tokenizer) -> Setup:
-    from playground import config, losses, training
+    from playground import config
 
     rows = (args.warmup + args.steps) * args.batch_size
     frame = read_frame(method, rows, args.seed)
@@ -134,13 +139,13 @@ def make_setup(method: str, args, device, base, tokenizer) -> Setup:
     train = dataclasses.replace(config.TRAIN, method=method, steps=args.warmup + args.steps,
                                 batch_size=args.batch_size, max_length=args.max_length, seed=args.seed,
                                 warmup_ratio=0.0, loss=loss)
-    data = training.tokenize_frame(tokenizer, frame, method, train.max_length)
+    data = tokenize_frame(tokenizer, frame, method, train.max_length)
     if method == "dpo":
         lengths = [len(c.input_ids) + len(r.input_ids) for c, r in zip(data.chosen, data.rejected)]
     else:
         lengths = [len(s.input_ids) for s in data.samples]
     # The same call train() makes, so trl_fast can be given our exact batches.
-    plan = training.plan_batches(lengths, train.batch_size, train.steps, train.seed,
+    plan = plan_batches(lengths, train.batch_size, train.steps, train.seed,
                                  bucket_batches=8 if method == "dpo" else 1)
     assert sorted(i for batch in plan for i in batch) == list(range(rows)), "the plan must be one epoch"
     dims = model_dims(base)
@@ -154,7 +159,7 @@ def make_setup(method: str, args, device, base, tokenizer) -> Setup:
                     flops += sequence_flops(dims, n_lora, len(seq.prompt_ids), len(seq.response_ids), True)
                     tokens += len(seq.input_ids)
         else:
-            partner = losses.mismatched_pairs(len(batch)).tolist()
+            partner = mismatched_pairs(len(batch)).tolist()
             for k, i in enumerate(batch):
                 seq = data.samples[i]
                 kl_response = len(data.samples[batch[partner[k]]].response_ids)
@@ -209,7 +214,6 @@ def _sync(device) -> None:
 
 
 def run_ours(setup: Setup, warmup: int) -> dict[str, Any]:
-    from playground import training
 
     model = copy.deepcopy(setup.base)
     stamps: list[float] = []
@@ -226,7 +230,7 @@ def run_ours(setup: Setup, warmup: int) -> dict[str, Any]:
         phases[message.split(" ")[0]] = time.perf_counter()
 
     started = time.perf_counter()
-    result = training.train(model, setup.tokenizer, setup.frame, setup.train, device=setup.device,
+    result = train(model, setup.tokenizer, setup.frame, setup.train, device=setup.device,
                             callback=on_step, on_phase=on_phase)
     _sync(setup.device)
     finished = time.perf_counter()
@@ -368,7 +372,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from playground import models
 
     warnings.filterwarnings("ignore")
     logging.getLogger("transformers").setLevel(logging.ERROR)
@@ -391,9 +394,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device here")
-    device = models.pick_device(args.device)
+    device = pick_device(args.device)
     source = common.embedded_source()
-    base, tokenizer = models.load_base_model(source, device)
+    base, tokenizer = load_base_model(source, device)
     base.train(False)
     peak_dtypes = ["bfloat16", "float32"]
     gemm: dict[str, list[dict]] = {d: [] for d in peak_dtypes}

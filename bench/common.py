@@ -14,6 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from playground.engine.adapters import AdapterError, validate_adapter_dir  # noqa: E402
+from playground.engine.base_model import ensure_embedded_checkpoint, load_base_model, resolve_base_model  # noqa: E402
+from playground.engine.device import DeviceChoice, cpu_supports_bf16  # noqa: E402
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 PYTHON = ".venv/bin/python"
@@ -67,7 +71,6 @@ def machine_info() -> dict[str, Any]:
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
     try:
-        from playground.models import cpu_supports_bf16
 
         info["cpu_bf16"] = cpu_supports_bf16()
     except Exception:  # noqa: BLE001
@@ -188,10 +191,9 @@ def base_parser(description: str):
 
 def embedded_source():
     """The embedded base model (dequantized once into the cache; never downloads)."""
-    from playground import models
 
-    models.ensure_embedded_checkpoint()
-    return models.resolve_base_model(env={})
+    ensure_embedded_checkpoint()
+    return resolve_base_model(env={})
 
 
 def fmt_ratio(value: float | None, digits: int = 2) -> str:
@@ -214,20 +216,20 @@ def adapter_root(workdir: Path, base=None, log: Callable[[str], None] = print) -
     random (non-zero) LoRA adapters of config.TRAIN.lora written under ``workdir``. Returns (folder, description)."""
     import copy
 
-    from playground import config, models
+    from playground import config
 
     shipped = REPO_ROOT / "checkpoints"
     try:
         for name in ("dpo", "kto"):
-            models.validate_adapter_dir(shipped / name)
+            validate_adapter_dir(shipped / name)
         return shipped, "shipped adapters from checkpoints/"
-    except models.AdapterError:
+    except AdapterError:
         pass
     import torch
     from peft import LoraConfig, get_peft_model
 
     if base is None:
-        base, _ = models.load_base_model(embedded_source(), models.DeviceChoice(torch.device("cpu"), torch.float32,
+        base, _ = load_base_model(embedded_source(), DeviceChoice(torch.device("cpu"), torch.float32,
                                                                                None))
     root = Path(workdir) / "adapters"
     lora = config.TRAIN.lora

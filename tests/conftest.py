@@ -9,6 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from playground.engine.base_model import BaseModelSource, ensure_embedded_checkpoint, load_tokenizer  # noqa: E402
+from playground.engine.device import DeviceChoice  # noqa: E402
+from playground.engine.engine import Engine  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -18,16 +22,14 @@ TINY_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_pr
 
 @pytest.fixture(scope="session")
 def embedded_dir() -> Path:
-    from playground import models
 
-    return models.ensure_embedded_checkpoint()
+    return ensure_embedded_checkpoint()
 
 
 @pytest.fixture(scope="session")
 def tokenizer(embedded_dir):
-    from playground import models
 
-    return models.load_tokenizer(str(embedded_dir))
+    return load_tokenizer(str(embedded_dir))
 
 
 def make_tiny_model(vocab_size: int, seed: int = 0):
@@ -71,15 +73,14 @@ def save_random_adapter(base, path: Path, seed: int, method: str = "dpo", r: int
 @pytest.fixture()
 def tiny_engine(tokenizer, tiny_model_factory, tmp_path):
     """An Engine on a tiny random base with two random adapters, 'dpo' and 'kto', attached."""
-    from playground import models
 
     base = tiny_model_factory(0)
     root = tmp_path / "adapters"
     root.mkdir()
     save_random_adapter(base, root / "dpo", seed=1, method="dpo")
     save_random_adapter(base, root / "kto", seed=2, method="kto")
-    engine = models.Engine(base, tokenizer, models.DeviceChoice(torch.device("cpu"), torch.float32, None),
-                           models.BaseModelSource("local", "tiny-random-llama", "test"),
+    engine = Engine(base, tokenizer, DeviceChoice(torch.device("cpu"), torch.float32, None),
+                           BaseModelSource("local", "tiny-random-llama", "test"),
                            base_factory=lambda: make_tiny_model(len(tokenizer), 0))
     skipped = engine.attach_all(root)
     assert skipped == []

@@ -10,7 +10,19 @@ import pandas as pd
 import pytest
 import torch
 
-from playground import analysis, losses, scoring, values
+from playground import config
+from playground.analysis.cache import InspectCache, adapter_identity  # noqa: E402
+from playground.analysis.datasets import prepare_pairs, unpaired_view  # noqa: E402
+from playground.analysis.precomputed import load_precomputed, save_precomputed  # noqa: E402
+from playground.analysis.scores import score_dataset  # noqa: E402
+from playground.analysis.views import InspectSettings, analyse, pair_focus, summary_json  # noqa: E402
+from playground.engine import scoring as scoring_module  # noqa: E402
+from playground.engine.scoring import score  # noqa: E402
+from playground.objectives.dpo import dpo_loss  # noqa: E402
+from playground.objectives.kto import kto_loss, mismatched_pairs  # noqa: E402
+from playground.objectives.prospect import value_report  # noqa: E402
+from playground.objectives.thresholds import TAU_METHODS  # noqa: E402
+from playground.objectives.value_functions import ALPHA_GRID, ValueInputs  # noqa: E402
 
 PAIRS = pd.DataFrame({
     "prompt": ["What is 2+2?", "Name a yellow fruit.", "Say hi.", "Capital of France?", "A colour?",
@@ -24,14 +36,14 @@ VARIANTS = ["base", "dpo", "kto"]
 
 def direct(engine, prompts, responses, adapter):
     with engine.lock:
-        return scoring.score(engine.model, engine.tokenizer, prompts, responses, adapter=adapter)
+        return score(engine.model, engine.tokenizer, prompts, responses, adapter=adapter)
 
 
 @pytest.fixture()
 def scored(tiny_engine):
-    cache = analysis.InspectCache()
+    cache = InspectCache()
     events = []
-    scores = analysis.score_dataset(tiny_engine, PAIRS, VARIANTS, lambda f, m: events.append((f, m)), cache=cache)
+    scores = score_dataset(tiny_engine, PAIRS, VARIANTS, lambda f, m: events.append((f, m)), cache=cache)
     return tiny_engine, cache, scores, events
 
 
@@ -50,8 +62,8 @@ def test_scores_equal_direct_scoring(scored):
         np.testing.assert_array_equal(side.chosen_len, chosen.lengths.numpy())
         np.testing.assert_allclose(side.rejected_mean, rejected.mean_logps.numpy(), atol=1e-4)
         # mismatched pairs of the unpaired view: sample k = (x_k, y_{k+1 mod 2P})
-        up_prompts, completions, _, _ = analysis.unpaired_view(pairs)
-        index = losses.mismatched_pairs(12).tolist()
+        up_prompts, completions, _, _ = unpaired_view(pairs)
+        index = mismatched_pairs(12).tolist()
         kl = direct(engine, up_prompts, [completions[j] for j in index], adapter)
         np.testing.assert_allclose(side.kl_sum, kl.sum_logps.numpy(), atol=1e-4)
     assert scores.side("base") is scores.reference
@@ -64,38 +76,38 @@ def test_scores_equal_direct_scoring(scored):
 def test_cache_hit_makes_no_model_call(scored, monkeypatch):
     engine, cache, scores, _ = scored
     calls = []
-    real = scoring.score
-    monkeypatch.setattr(scoring, "score", lambda *a, **k: calls.append(1) or real(*a, **k))
-    again = analysis.score_dataset(engine, PAIRS, VARIANTS, cache=cache)
+    real = score
+    monkeypatch.setattr(scoring_module, "score", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = score_dataset(engine, PAIRS, VARIANTS, cache=cache)
     assert calls == []
     np.testing.assert_array_equal(again.side("kto").kl_sum, scores.side("kto").kl_sum)
     # a subset of variants is served from the cache too; only a new adapter identity would score again
-    analysis.score_dataset(engine, PAIRS, ["dpo"], cache=cache)
+    score_dataset(engine, PAIRS, ["dpo"], cache=cache)
     assert calls == []
     # a different data set is scored
-    analysis.score_dataset(engine, PAIRS.iloc[:3], ["dpo"], cache=cache)
+    score_dataset(engine, PAIRS.iloc[:3], ["dpo"], cache=cache)
     assert calls
 
 
 def test_cache_is_bounded_lru():
-    cache = analysis.InspectCache(max_entries=2)
+    cache = InspectCache(max_entries=2)
     cache.put(("a", "", "", ""), 1)
     cache.put(("b", "", "", ""), 2)
     assert cache.get(("a", "", "", "")) == 1  # "a" is now the most recent
     cache.put(("c", "", "", ""), 3)
     assert ("b", "", "", "") not in cache and len(cache) == 2
-    assert analysis.InspectCache().max_entries == 16
+    assert InspectCache().max_entries == 16
 
 
 def test_adapter_identity_changes_with_the_file(tiny_engine):
-    before = analysis.adapter_identity(tiny_engine, "dpo")
+    before = adapter_identity(tiny_engine, "dpo")
     path = tiny_engine.adapters["dpo"].path / "adapter_model.safetensors"
     stat = path.stat()
     import os
 
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    assert analysis.adapter_identity(tiny_engine, "dpo") != before
-    assert analysis.adapter_identity(tiny_engine, "base") == "reference"
+    assert adapter_identity(tiny_engine, "dpo") != before
+    assert adapter_identity(tiny_engine, "base") == config.BASE_VARIANT
 
 
 LOSS_CASES = [("sigmoid", 0.0), ("sigmoid", 0.1), ("ipo", 0.0), ("hinge", 0.0), ("robust", 0.2)]
@@ -103,18 +115,18 @@ LOSS_CASES = [("sigmoid", 0.0), ("sigmoid", 0.1), ("ipo", 0.0), ("hinge", 0.0), 
 
 def test_analyse_matches_loss_functions(scored):
     _, _, scores, _ = scored
-    for dpo_variant, smoothing in LOSS_CASES:  # one scoring for every case: the tiny engine is slow to build
-        check_losses(scores, dpo_variant, smoothing)
+    for dpo_loss_type, smoothing in LOSS_CASES:  # one scoring for every case: the tiny engine is slow to build
+        check_losses(scores, dpo_loss_type, smoothing)
 
 
-def check_losses(scores, dpo_variant, smoothing):
-    settings = analysis.InspectSettings(beta=0.3, dpo_variant=dpo_variant, label_smoothing=smoothing,
+def check_losses(scores, dpo_loss_type, smoothing):
+    settings = InspectSettings(beta=0.3, dpo_loss_type=dpo_loss_type, label_smoothing=smoothing,
                                         desirable_weight=1.2, undesirable_weight=0.9)
-    result = analysis.analyse(scores, "dpo", settings)
+    result = analyse(scores, "dpo", settings)
     pol, ref = scores.side("dpo"), scores.reference
     t = torch.as_tensor
-    expected = losses.dpo_loss(t(pol.chosen_sum), t(pol.rejected_sum), t(ref.chosen_sum), t(ref.rejected_sum),
-                               beta=0.3, variant=dpo_variant, label_smoothing=smoothing,
+    expected = dpo_loss(t(pol.chosen_sum), t(pol.rejected_sum), t(ref.chosen_sum), t(ref.rejected_sum),
+                               beta=0.3, loss_type=dpo_loss_type, label_smoothing=smoothing,
                                chosen_lengths=t(pol.chosen_len), rejected_lengths=t(pol.rejected_len))
     np.testing.assert_allclose(result.pairs["dpo_loss"], expected.loss.numpy(), rtol=1e-12)
     np.testing.assert_allclose(result.pairs["margin"], expected.margin.numpy(), rtol=1e-12)
@@ -126,7 +138,7 @@ def check_losses(scores, dpo_variant, smoothing):
                                result.pairs["delta"], atol=1e-9)
 
     n = scores.n_pairs
-    kto = losses.kto_loss(t(np.r_[pol.chosen_sum, pol.rejected_sum]), t(np.r_[ref.chosen_sum, ref.rejected_sum]),
+    kto = kto_loss(t(np.r_[pol.chosen_sum, pol.rejected_sum]), t(np.r_[ref.chosen_sum, ref.rejected_sum]),
                           torch.arange(2 * n) < n, t(pol.kl_sum), t(ref.kl_sum), beta=0.3, desirable_weight=1.2,
                           undesirable_weight=0.9)
     np.testing.assert_allclose(result.samples["kto_loss"], kto.loss.numpy(), rtol=1e-12)
@@ -137,7 +149,7 @@ def check_losses(scores, dpo_variant, smoothing):
 
 def test_base_variant_is_the_reference(scored):
     _, _, scores, _ = scored
-    result = analysis.analyse(scores, "base")
+    result = analyse(scores, "base")
     assert np.allclose(result.pairs["dpo_loss"], math.log(2))
     assert result.summary["z0"] == 0.0
 
@@ -145,22 +157,22 @@ def test_base_variant_is_the_reference(scored):
 def test_value_views_match_values_module(scored):
     _, _, scores, _ = scored
     for construction in ("likelihood", "reward", "hybrid"):
-        for tau_method in values.TAU_METHODS:
+        for tau_method in TAU_METHODS:
             check_values(scores, construction, tau_method)
 
 
 def check_values(scores, construction, tau_method):
-    settings = analysis.InspectSettings(construction=construction, tau_method=tau_method, calibrate=True,
+    settings = InspectSettings(construction=construction, tau_method=tau_method, calibrate=True,
                                         likelihood_reduce="sum", loss_aversion=2.0, alpha=0.4, task_metric="rougeL")
-    result = analysis.analyse(scores, "kto", settings)
+    result = analyse(scores, "kto", settings)
     pol, ref = scores.side("kto"), scores.reference
     task = scores.task_scores("rougeL")
     t = torch.as_tensor
-    inputs = values.ValueInputs(
+    inputs = ValueInputs(
         policy_sum_logps=t(np.r_[pol.chosen_sum, pol.rejected_sum]), lengths=t(np.r_[pol.chosen_len, pol.rejected_len]),
         reference_sum_logps=t(np.r_[ref.chosen_sum, ref.rejected_sum]),
         task_scores=t(np.r_[task["chosen"], task["rejected"]]))
-    report = values.value_report(inputs, settings.value_config(), beta=settings.beta,
+    report = value_report(inputs, settings.value_config(), beta=settings.beta,
                                  kl_logratios=t(pol.kl_sum - ref.kl_sum))
     np.testing.assert_allclose(result.samples["V"], report.values.value.numpy(), rtol=1e-9)
     np.testing.assert_allclose(result.samples["prospect_value"], report.prospect.value.numpy(), rtol=1e-9, atol=1e-12)
@@ -168,8 +180,8 @@ def check_values(scores, construction, tau_method):
                                rtol=1e-9, atol=1e-12)
     assert result.summary["tau"] == pytest.approx(report.tau.tau)
     assert result.taus[tau_method] == pytest.approx(report.tau.tau)
-    assert set(result.taus) == set(values.TAU_METHODS)
-    assert len(result.alpha_search.alphas) == len(values.ALPHA_GRID)
+    assert set(result.taus) == set(TAU_METHODS)
+    assert len(result.alpha_search.alphas) == len(ALPHA_GRID)
     # rows without a reference answer fell back to another metric, and the note says so
     assert any("fell back" in note for note in result.notes)
 
@@ -177,54 +189,54 @@ def check_values(scores, construction, tau_method):
 def test_pair_focus_and_summary_json(scored):
     _, _, scores, _ = scored
     for variant in ("sigmoid", "ipo"):
-        result = analysis.analyse(scores, "dpo", analysis.InspectSettings(dpo_variant=variant))
-        focus = analysis.pair_focus(result, scores, 2)
+        result = analyse(scores, "dpo", InspectSettings(dpo_loss_type=variant))
+        focus = pair_focus(result, scores, 2)
         assert focus["policy_logratio"] - focus["ref_logratio"] == pytest.approx(focus["delta"])
         assert focus["loss"] == pytest.approx(result.pairs["dpo_loss"][2])
         assert len(focus["curve_x"]) == len(focus["curve_y"]) == 201
         assert focus["samples"] == [2, 8]
-    data = analysis.summary_json(result)
+    data = summary_json(result)
     import json
 
     json.dumps(data, allow_nan=False)
-    assert data["settings"]["dpo_variant"] == "ipo"
+    assert data["settings"]["dpo_loss_type"] == "ipo"
     with pytest.raises(IndexError):
-        analysis.pair_focus(result, scores, 99)
+        pair_focus(result, scores, 99)
 
 
 def test_settings_from_mapping():
-    settings = analysis.InspectSettings.from_mapping({"beta": "0.2", "calibrate": "true", "unknown": 1})
+    settings = InspectSettings.from_mapping({"beta": "0.2", "calibrate": "true", "unknown": 1})
     assert settings.beta == 0.2 and settings.calibrate is True
-    assert analysis.InspectSettings.from_mapping(None) == analysis.InspectSettings()
+    assert InspectSettings.from_mapping(None) == InspectSettings()
 
 
 def test_unpaired_input_is_paired_and_unknown_variant_refused(tiny_engine):
     unpaired = pd.DataFrame({"prompt": ["a?", "a?", "b?", "b?"], "completion": ["yes", "no", "ok", "bad"],
                              "label": [True, False, True, False]})
-    pairs, notes = analysis.prepare_pairs(unpaired)
+    pairs, notes = prepare_pairs(unpaired)
     assert list(pairs["chosen"]) == ["yes", "ok"] and list(pairs["rejected"]) == ["no", "bad"] and notes
     with pytest.raises(KeyError):
-        analysis.score_dataset(tiny_engine, PAIRS, ["nope"])
+        score_dataset(tiny_engine, PAIRS, ["nope"])
     with pytest.raises(ValueError):
-        analysis.prepare_pairs(pd.DataFrame({"prompt": ["x"], "answer": ["y"]}))
+        prepare_pairs(pd.DataFrame({"prompt": ["x"], "answer": ["y"]}))
 
 
 def test_disk_cache_roundtrip_and_staleness(scored, tmp_path, monkeypatch):
     engine, _, scores, _ = scored
-    path = analysis.save_precomputed(engine, scores, tmp_path / "cache.json")
-    fresh = analysis.InspectCache()
-    loaded = analysis.load_precomputed(engine, PAIRS, fresh, path)
+    path = save_precomputed(engine, scores, tmp_path / "cache.json")
+    fresh = InspectCache()
+    loaded = load_precomputed(engine, PAIRS, fresh, path)
     assert loaded is not None and loaded.from_disk and loaded.variants == VARIANTS
     np.testing.assert_array_equal(loaded.side("dpo").kl_sum, scores.side("dpo").kl_sum)
     calls = []
-    monkeypatch.setattr(scoring, "score", lambda *a, **k: calls.append(1))
-    analysis.score_dataset(engine, PAIRS, VARIANTS, cache=fresh)  # served by what the file put in the cache
+    monkeypatch.setattr(scoring_module, "score", lambda *a, **k: calls.append(1))
+    score_dataset(engine, PAIRS, VARIANTS, cache=fresh)  # served by what the file put in the cache
     assert calls == []
     # another data set: stale
-    assert analysis.load_precomputed(engine, PAIRS.iloc[:4], None, path) is None
+    assert load_precomputed(engine, PAIRS.iloc[:4], None, path) is None
     # a changed adapter file: that adapter's entry is dropped, the rest stays
     weights = engine.adapters["kto"].path / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes() + b" ")
-    partial = analysis.load_precomputed(engine, PAIRS, None, path)
+    partial = load_precomputed(engine, PAIRS, None, path)
     assert partial is not None and partial.variants == ["base", "dpo"]
-    assert analysis.load_precomputed(engine, PAIRS, None, tmp_path / "missing.json") is None
+    assert load_precomputed(engine, PAIRS, None, tmp_path / "missing.json") is None

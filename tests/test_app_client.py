@@ -8,7 +8,7 @@ import pytest
 from gradio_client import Client, handle_file
 from tiny_server import serving
 
-from playground.services import Services
+from playground.serving.services import Services  # noqa: E402
 from playground.ui import compare_tab
 from playground.ui.page import build_app
 

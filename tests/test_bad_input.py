@@ -21,8 +21,12 @@ from gradio_client import Client, handle_file
 from test_feedback import BAD, BAD_FILES
 from tiny_server import build, serving, tiny_engine
 
-from playground import config, models
-from playground.services import ServiceInputError, Services
+from playground import config
+from playground.analysis.datasets import load_heldout  # noqa: E402
+from playground.engine.adapters import AdapterError, AdapterInfo  # noqa: E402
+from playground.feedback import demo_file, read_heldout_pairs  # noqa: E402
+from playground.serving.services import Services  # noqa: E402
+from playground.serving.settings import ServiceInputError  # noqa: E402
 from playground.ui import api, compare_tab, finetune_tab
 from playground.ui.page import build_app, launch_options
 
@@ -311,8 +315,8 @@ def test_corrupt_or_pickled_adapters_are_skipped_with_a_message(tokenizer, tmp_p
     assert not marker.exists()  # no pickle was ever loaded
     demo = build_app(services)  # the page builds and lists the notes
     assert demo is not None
-    info = models.AdapterInfo("direct", data_dir / "adapters" / "with-pickle", {}, "user")
-    with pytest.raises(models.AdapterError, match=re.escape("contains pickled files ['adapter_model.bin']")):
+    info = AdapterInfo("direct", data_dir / "adapters" / "with-pickle", {}, "user")
+    with pytest.raises(AdapterError, match=re.escape("contains pickled files ['adapter_model.bin']")):
         engine.attach(info)
     assert not marker.exists()
 
@@ -349,7 +353,6 @@ def test_no_remote_code_no_pickle_loading_loopback_by_default():
 
 
 def test_a_bad_heldout_file_is_a_note_and_the_reader_is_shared(engine, tmp_path):
-    from playground import analysis, feedback
 
     bad = tmp_path / "heldout.csv"
     bad.write_text("prompt,completion,label\nq,a,true\nq,b,false\n")  # unpaired: not held-out pairs
@@ -357,10 +360,10 @@ def test_a_bad_heldout_file_is_a_note_and_the_reader_is_shared(engine, tmp_path)
     assert services.heldout_pairs is None
     assert f"The held-out file {bad} is not a valid paired file; held-out metrics are off." in services.messages
     with pytest.raises(ValueError, match="not a valid paired file"):
-        analysis.load_heldout(bad)
+        load_heldout(bad)
     missing = Services.for_engine(engine, tmp_path / "data2", heldout_file=tmp_path / "nope.csv")
     assert missing.heldout_pairs is None and any("No held-out pairs file" in m for m in missing.messages)
     # the app and the Inspect precompute read the demo file through the same public function: the same rows
     demo = Services.for_engine(engine, tmp_path / "data3")
-    shared, note = feedback.read_heldout_pairs(feedback.demo_file("paired", "heldout"), config.APP.heldout_pairs_limit)
-    assert note == "" and shared.equals(demo.heldout_pairs) and shared.equals(analysis.load_heldout())
+    shared, note = read_heldout_pairs(demo_file("paired", "heldout"), config.APP.heldout_pairs_limit)
+    assert note == "" and shared.equals(demo.heldout_pairs) and shared.equals(load_heldout())

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from tiny_server import serving
 
-from playground.services import Services
+from playground.serving.services import Services  # noqa: E402
 from playground.ui.page import build_app
 
 pytestmark = pytest.mark.browser

@@ -13,7 +13,8 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
-from playground import config, models
+from playground import config
+from playground.engine.base_model import ModelSourceError, embedded_gguf_path, resolve_base_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,11 +56,11 @@ def test_requirements_install_on_a_space():
 
 
 def test_on_spaces_the_hub_model_is_used():
-    source = models.resolve_base_model(env={"SPACE_ID": "someone/playground"})
+    source = resolve_base_model(env={"SPACE_ID": "someone/playground"})
     assert (source.kind, source.name) == ("hub", config.HUB_BASE_MODEL)
-    override = models.resolve_base_model(env={"SPACE_ID": "x/y", "PLAYGROUND_BASE_MODEL": "org/other-model"})
+    override = resolve_base_model(env={"SPACE_ID": "x/y", "PLAYGROUND_BASE_MODEL": "org/other-model"})
     assert (override.kind, override.name) == ("hub", "org/other-model")
-    assert models.resolve_base_model(env={}).kind == "embedded"
+    assert resolve_base_model(env={}).kind == "embedded"
 
 
 def test_nothing_at_import_time_needs_the_embedded_wheel(tmp_path):
@@ -77,8 +78,8 @@ def test_nothing_at_import_time_needs_the_embedded_wheel(tmp_path):
         import app, playground
         for info in pkgutil.walk_packages(playground.__path__, "playground."):
             importlib.import_module(info.name)
-        from playground import models
-        assert models.resolve_base_model(env={{"SPACE_ID": "a/b"}}).kind == "hub"
+        from playground.engine.base_model import resolve_base_model
+        assert resolve_base_model(env={{"SPACE_ID": "a/b"}}).kind == "hub"
         print("LOOKED_UP", looked_up)
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
@@ -94,8 +95,8 @@ def test_without_the_wheel_the_message_says_what_to_do(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == config.EMBEDDED_PACKAGE else real(name, *a))
-    with pytest.raises(models.ModelSourceError, match="embedded model package is not installed"):
-        models.embedded_gguf_path()
+    with pytest.raises(ModelSourceError, match="embedded model package is not installed"):
+        embedded_gguf_path()
 
 
 def test_deployment_notes_are_linked_and_cover_the_essentials():

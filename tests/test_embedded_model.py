@@ -7,14 +7,18 @@ import sys
 
 import pytest
 
-from playground import config, generation, models
+from playground import config
+from playground.engine.base_model import resolve_base_model  # noqa: E402
+from playground.engine.device import pick_device  # noqa: E402
+from playground.engine.engine import Engine  # noqa: E402
+from playground.engine.generation import generate  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def engine():
-    return models.Engine.load(models.resolve_base_model(None, {}), models.pick_device("cpu"))
+    return Engine.load(resolve_base_model(None, {}), pick_device("cpu"))
 
 
 def test_loads_offline_with_chat_template(engine):
@@ -26,7 +30,7 @@ def test_loads_offline_with_chat_template(engine):
 
 
 def test_greedy_answer_is_english(engine):
-    out = generation.generate(engine, "What is the capital of France?", ["base"],
+    out = generate(engine, "What is the capital of France?", ["base"],
                               config.GenerationConfig(max_new_tokens=24))
     text = out["base"].text
     assert "Paris" in text

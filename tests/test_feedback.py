@@ -15,20 +15,35 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from playground import feedback as fb
+from playground.cli.feedback_check import main  # noqa: E402
+from playground.common.files import sha256_bytes, sha256_file  # noqa: E402
 from playground.config import FEEDBACK, REPO_ROOT
+from playground.feedback import (  # noqa: E402
+    ConversionStats,
+    FeedbackReport,
+    Issue,
+    demo_file,
+    neutralise_formula,
+    paired_to_unpaired,
+    parse_label,
+    read_feedback,
+    to_safe_csv,
+    unpaired_to_paired,
+    votes_to_csv,
+)
+from playground.feedback.schema import ROW_CONVENTION  # noqa: E402
 
 BAD = Path(__file__).parent / "bad_files"
 DATA = REPO_ROOT / "data"
 EXAMPLES = DATA / "examples"
 
 
-def read(content: str | bytes, name: str = "upload.csv", **kw) -> fb.FeedbackReport:
+def read(content: str | bytes, name: str = "upload.csv", **kw) -> FeedbackReport:
     raw = content.encode("utf-8") if isinstance(content, str) else content
-    return fb.read_feedback(raw, filename=name, **kw)
+    return read_feedback(raw, filename=name, **kw)
 
 
-def codes(report: fb.FeedbackReport) -> set[str]:
+def codes(report: FeedbackReport) -> set[str]:
     return {i.code for i in report.issues}
 
 
@@ -170,7 +185,7 @@ FALSE_SPELLINGS = ["false", "False", "0", "no", "N", "bad", "down", "DOWN", "thu
 @pytest.mark.parametrize("spelling", TRUE_SPELLINGS + FALSE_SPELLINGS)
 def test_each_label_spelling(spelling):
     expected = spelling in TRUE_SPELLINGS
-    assert fb.parse_label(spelling) is expected
+    assert parse_label(spelling) is expected
     other = "no" if expected else "yes"
     r = read(f"prompt,completion,label\nHi?,Hello!,{spelling}\nHi?,Go away.,{other}\n")
     assert r.trainable and not r.errors, r.summary()
@@ -179,7 +194,7 @@ def test_each_label_spelling(spelling):
 
 @pytest.mark.parametrize("value", ["maybe", "2", "", "👌", "-1", None, 0.5, [1]])
 def test_unrecognised_labels(value):
-    assert fb.parse_label(value) is None
+    assert parse_label(value) is None
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -235,7 +250,7 @@ def test_every_bad_file_is_in_the_table():
 @pytest.mark.parametrize("name", sorted(BAD_FILES))
 def test_bad_file(name):
     severity, code, substring, trainable = BAD_FILES[name]
-    r = fb.read_feedback(BAD / name)
+    r = read_feedback(BAD / name)
     matching = [i for i in r.issues if i.code == code and i.severity == severity]
     assert matching, r.summary()
     assert any(substring in str(i) for i in matching), [str(i) for i in matching]
@@ -243,22 +258,22 @@ def test_bad_file(name):
     if not trainable and r.file_errors:
         assert r.data.empty
     # the same bytes uploaded without a path give the same verdict
-    again = fb.read_feedback((BAD / name).read_bytes(), filename=name)
+    again = read_feedback((BAD / name).read_bytes(), filename=name)
     assert [str(i) for i in again.issues] == [str(i) for i in r.issues]
 
 
 def test_misspelled_column_still_checks_the_rows():
-    r = fb.read_feedback(EXAMPLES / "mistakes_example.csv")
+    r = read_feedback(EXAMPLES / "mistakes_example.csv")
     assert not r.trainable and r.format == "paired"
     assert {"missing_column", "empty_cell", "duplicate_row", "same_text", "formula", "cell_count"} <= codes(r)
     assert (r.rows_total, r.rows_usable) == (7, 3)
-    r = fb.read_feedback(EXAMPLES / "mistakes_unpaired_example.csv")
+    r = read_feedback(EXAMPLES / "mistakes_unpaired_example.csv")
     assert not r.trainable and r.format == "unpaired"
     assert {"missing_column", "bad_label", "empty_cell", "duplicate_row", "contradiction"} <= codes(r)
 
 
 def test_row_dropped_for_errors_but_rest_usable():
-    r = fb.read_feedback(BAD / "empty_cell.csv")
+    r = read_feedback(BAD / "empty_cell.csv")
     assert (r.rows_total, r.rows_usable) == (2, 1)
     assert r.data["row"].tolist() == [3]
 
@@ -268,7 +283,7 @@ def test_size_cap_is_checked_before_reading(tmp_path):
     with open(big, "wb") as fh:  # sparse: 25 MiB of NUL bytes, which would be a binary-file error if read
         fh.truncate(25 * 2**20)
     start = time.perf_counter()
-    r = fb.read_feedback(big)
+    r = read_feedback(big)
     assert time.perf_counter() - start < 0.5
     assert codes(r) == {"too_big"} and "25.0 MiB, over the 20.0 MiB limit" in r.errors[0].message
     assert r.sha256 is None  # never read
@@ -281,7 +296,7 @@ def test_a_million_rows_are_refused_quickly(tmp_path):
     path.write_text("prompt,chosen,rejected\n" + "Hi?,Hello!,Go away.\n" * 1_000_000)  # 20 MB: under the byte cap
     assert path.stat().st_size < FEEDBACK.max_bytes
     start = time.perf_counter()
-    r = fb.read_feedback(path)
+    r = read_feedback(path)
     elapsed = time.perf_counter() - start
     assert codes(r) == {"too_many_rows"} and "more than 20,000 data rows" in r.errors[0].message
     assert not r.trainable and r.data.empty
@@ -322,24 +337,24 @@ def test_token_limit_truncates_with_the_callers_tokenizer():
 
 
 def test_missing_path_and_folder_and_wrong_type(tmp_path):
-    r = fb.read_feedback(tmp_path / "nope.csv")
+    r = read_feedback(tmp_path / "nope.csv")
     assert codes(r) == {"not_found"} and "File not found" in r.summary()
-    assert codes(fb.read_feedback(tmp_path)) == {"not_found"}
+    assert codes(read_feedback(tmp_path)) == {"not_found"}
     with pytest.raises(TypeError):
-        fb.read_feedback(12345)  # type: ignore[arg-type]
+        read_feedback(12345)  # type: ignore[arg-type]
 
 
 def test_issue_str_and_summary():
-    issue = fb.Issue("error", 5, "label", "'maybe' is not a recognised label.")
+    issue = Issue("error", 5, "label", "'maybe' is not a recognised label.")
     assert str(issue) == "Row 5, column 'label': 'maybe' is not a recognised label."
-    assert str(fb.Issue("warning", None, "notes", "Ignored.")) == "Column 'notes': Ignored."
-    assert str(fb.Issue("error", 3, None, "Bad.", unit="line")) == "Line 3: Bad."
-    assert str(fb.Issue("error", None, None, "The file is empty.")) == "The file is empty."
-    summary = fb.read_feedback(BAD / "bad_label.csv").summary()
+    assert str(Issue("warning", None, "notes", "Ignored.")) == "Column 'notes': Ignored."
+    assert str(Issue("error", 3, None, "Bad.", unit="line")) == "Line 3: Bad."
+    assert str(Issue("error", None, None, "The file is empty.")) == "The file is empty."
+    summary = read_feedback(BAD / "bad_label.csv").summary()
     assert "Format: unpaired (prompt, completion, label)" in summary
     assert "Rows: 3 data rows, 2 usable, 1 dropped" in summary
     assert "Result: can be trained on (1 error, 0 warnings)." in summary
-    assert fb.ROW_CONVENTION in summary
+    assert ROW_CONVENTION in summary
 
 
 def test_summary_caps_repeated_issues():
@@ -370,8 +385,8 @@ def test_paired_to_unpaired():
             "reference": ["Hello!", "Hello!", "Hello!", "", ""],
         }
     )
-    pd.testing.assert_frame_equal(fb.paired_to_unpaired(pairs), expected)
-    assert len(fb.paired_to_unpaired(pairs, drop_duplicates=False)) == 6
+    pd.testing.assert_frame_equal(paired_to_unpaired(pairs), expected)
+    assert len(paired_to_unpaired(pairs, drop_duplicates=False)) == 6
 
 
 def test_unpaired_to_paired():
@@ -386,10 +401,10 @@ def test_unpaired_to_paired():
     rows["prompt"] = rows["prompt"].astype(object)
     rows.at[8, "prompt"] = msgs
     rows.at[9, "prompt"] = list(msgs)
-    pairs, stats = fb.unpaired_to_paired(rows)
+    pairs, stats = unpaired_to_paired(rows)
     expected = pd.DataFrame({"prompt": ["A", "D", msgs], "chosen": ["a+", "d+", "e+"], "rejected": ["a-", "d-", "e-"]})
     pd.testing.assert_frame_equal(pairs, expected, check_dtype=False)
-    assert stats == fb.ConversionStats(
+    assert stats == ConversionStats(
         pairs=3,
         prompts=5,
         prompts_paired=3,
@@ -411,7 +426,7 @@ def test_unpaired_to_paired_keeps_system_prompts_apart_and_carries_reference():
             "reference": ["", "Hello there!", "", ""],
         }
     )
-    pairs, stats = fb.unpaired_to_paired(rows)
+    pairs, stats = unpaired_to_paired(rows)
     expected = pd.DataFrame(
         {
             "prompt": ["Hi?", "Hi?"],
@@ -426,12 +441,12 @@ def test_unpaired_to_paired_keeps_system_prompts_apart_and_carries_reference():
 
 
 def test_conversions_round_trip_and_reject_bad_labels():
-    pairs = fb.read_feedback(EXAMPLES / "paired_example.csv").data[["prompt", "chosen", "rejected"]]
-    back, stats = fb.unpaired_to_paired(fb.paired_to_unpaired(pairs))
+    pairs = read_feedback(EXAMPLES / "paired_example.csv").data[["prompt", "chosen", "rejected"]]
+    back, stats = unpaired_to_paired(paired_to_unpaired(pairs))
     pd.testing.assert_frame_equal(back, pairs.reset_index(drop=True), check_dtype=False)
     assert stats.unused_desirable == stats.unused_undesirable == 0
     with pytest.raises(ValueError, match="unrecognised label 'maybe'"):
-        fb.unpaired_to_paired(pd.DataFrame({"prompt": ["a"], "completion": ["b"], "label": ["maybe"]}))
+        unpaired_to_paired(pd.DataFrame({"prompt": ["a"], "completion": ["b"], "label": ["maybe"]}))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -440,12 +455,12 @@ def test_conversions_round_trip_and_reject_bad_labels():
 
 @pytest.mark.parametrize("text", ["=1+2", "+1", "-2+3", "@SUM(A1)", "\tx", "\rx", '=HYPERLINK("http://x")'])
 def test_neutralise_formula(text):
-    assert fb.neutralise_formula(text) == "'" + text
+    assert neutralise_formula(text) == "'" + text
 
 
 @pytest.mark.parametrize("value", ["Hello", " =not first", "", "1+1", "'=already", 5, -2.5, None, True])
 def test_neutralise_leaves_safe_values(value):
-    assert fb.neutralise_formula(value) == value
+    assert neutralise_formula(value) == value
 
 
 def test_to_safe_csv():
@@ -457,7 +472,7 @@ def test_to_safe_csv():
             "prompt": [[{"role": "user", "content": "-hi"}], "@me", "\ttab"],
         }
     )
-    assert fb.to_safe_csv(df) == (
+    assert to_safe_csv(df) == (
         "'=bad header,loss,label,prompt\n"
         """'=cmd|' /C calc'!A0,-0.5,true,"[{""role"": ""user"", ""content"": ""-hi""}]"\n"""
         '"plain, with comma",1.0,false,\'@me\n'
@@ -470,7 +485,7 @@ def test_votes_to_csv_paired_round_trips_through_the_reader():
         {"prompt": "Hi?", "chosen": "=Hello!", "rejected": "Go away.", "timestamp": 123, "system": ""},
         {"prompt": [{"role": "user", "content": "Sort?"}], "chosen": "Use sorted().", "rejected": "-No."},
     ]
-    text = fb.votes_to_csv(votes)
+    text = votes_to_csv(votes)
     assert text.splitlines()[0] == "prompt,chosen,rejected"  # extra keys and empty optional columns left out
     assert "'=Hello!" in text and "'-No." in text
     r = read(text)
@@ -485,22 +500,22 @@ def test_votes_to_csv_unpaired():
         {"prompt": "Hi?", "completion": "Hello!", "label": "👍", "reference": "Hello there!"},
         {"prompt": "Hi?", "completion": "Go away.", "label": False},
     ]
-    text = fb.votes_to_csv(votes)
+    text = votes_to_csv(votes)
     assert text == "prompt,completion,label,reference\nHi?,Hello!,true,Hello there!\nHi?,Go away.,false,\n"
     r = read(text)
     assert r.trainable and not r.issues and r.data["label"].tolist() == [True, False]
-    assert fb.votes_to_csv([], fmt="unpaired") == "prompt,completion,label\n"
+    assert votes_to_csv([], fmt="unpaired") == "prompt,completion,label\n"
     with pytest.raises(ValueError, match="has no rejected"):
-        fb.votes_to_csv([{"prompt": "a", "chosen": "b"}])
+        votes_to_csv([{"prompt": "a", "chosen": "b"}])
     with pytest.raises(ValueError, match="unrecognised label"):
-        fb.votes_to_csv([{"prompt": "a", "completion": "b", "label": "meh"}])
+        votes_to_csv([{"prompt": "a", "completion": "b", "label": "meh"}])
 
 
 def test_hash_file(tmp_path):
     path = tmp_path / "f.csv"
     path.write_bytes(PAIRED_CSV.encode())
-    assert fb.hash_file(path) == fb.hash_file(PAIRED_CSV.encode()) == hashlib.sha256(PAIRED_CSV.encode()).hexdigest()
-    assert fb.read_feedback(path).sha256 == fb.hash_file(path)
+    assert sha256_file(path) == sha256_bytes(PAIRED_CSV.encode()) == hashlib.sha256(PAIRED_CSV.encode()).hexdigest()
+    assert read_feedback(path).sha256 == sha256_file(path)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -534,7 +549,7 @@ CLI_CASES = [
 @pytest.mark.parametrize(("args", "rc", "expected"), CLI_CASES)
 def test_cli_exit_codes(args, rc, expected, capsys, monkeypatch):
     monkeypatch.chdir(REPO_ROOT)
-    assert fb.main(args) == rc
+    assert main(args) == rc
     out = capsys.readouterr()
     assert expected in out.out + out.err
     assert "Traceback" not in out.out + out.err
@@ -557,7 +572,7 @@ def test_demo_data_validates_cleanly():
     prompts = {}
     for kind, split, minimum in [("paired", "train", 300), ("paired", "heldout", 50),
                                  ("unpaired", "train", 600), ("unpaired", "heldout", 100)]:  # fmt: skip
-        r = fb.read_feedback(fb.demo_file(kind, split))
+        r = read_feedback(demo_file(kind, split))
         assert r.trainable and not r.issues, r.summary()
         assert r.format == kind and r.rows_usable == r.rows_total >= minimum
         assert {"reference", "category"} <= set(r.data.columns)
@@ -571,7 +586,7 @@ def test_demo_data_validates_cleanly():
 
 
 def test_demo_data_is_varied_and_styles_are_mixed():
-    df = fb.read_feedback(fb.demo_file("paired", "train")).data
+    df = read_feedback(demo_file("paired", "train")).data
     assert set(df["category"]) == {"cooking", "travel", "health", "writing", "coding", "customer_service", "decline"}
     assert set(df["rejected_style"]) == {"rambling", "evasive", "preachy", "curt", "complies", "lectures"}
     assert df["rejected_style"].value_counts().max() < len(df) / 3
@@ -581,9 +596,9 @@ def test_demo_data_is_varied_and_styles_are_mixed():
 
 
 def test_demo_examples():
-    r = fb.read_feedback(EXAMPLES / "paired_example.csv")
+    r = read_feedback(EXAMPLES / "paired_example.csv")
     assert r.trainable and not r.issues and r.rows_usable == 20
-    r = fb.read_feedback(EXAMPLES / "unpaired_example.csv")
+    r = read_feedback(EXAMPLES / "unpaired_example.csv")
     assert r.trainable and not r.issues and r.rows_usable == 20
     raw = pd.read_csv(EXAMPLES / "unpaired_example.csv", dtype=str, keep_default_na=False)
     assert raw["label"].nunique() >= 15  # mixed spellings

@@ -10,9 +10,9 @@ import gradio as gr
 import huggingface_hub
 import pytest
 
-from playground import hub
-from playground.jobs import Job
-from playground.services import Services
+from playground.serving.hub import HubError, push_adapter  # noqa: E402
+from playground.serving.services import Services  # noqa: E402
+from playground.training.jobs import Job  # noqa: E402
 from playground.ui import finetune_tab
 
 TOKEN = "hf_SECRETsecretSECRET123"
@@ -54,34 +54,34 @@ def adapter(tiny_engine):
 
 @pytest.mark.parametrize("token", [None, "", "   "])
 def test_no_token_is_refused_before_anything_is_sent(fake_hub, adapter, token):
-    with pytest.raises(hub.HubError, match="No Hugging Face token: Paste a Hugging Face access token with write"):
-        hub.push_adapter(adapter, "me/my-adapter", token)
+    with pytest.raises(HubError, match="No Hugging Face token: Paste a Hugging Face access token with write"):
+        push_adapter(adapter, "me/my-adapter", token)
     assert fake_hub.calls == []
 
 
 @pytest.mark.parametrize("repo_id", ["noslash", "a/b/c", "../etc", "me/../x", "me/a..b", "-me/x", "me/x-",
                                      "me/with space", "me/", "/x", "me/a--b", "me/" + "x" * 97, "me/ünïcode"])
 def test_invalid_repo_ids_are_refused(fake_hub, adapter, repo_id):
-    with pytest.raises(hub.HubError, match="is not a hub repository id: use owner/name"):
-        hub.push_adapter(adapter, repo_id, TOKEN)
+    with pytest.raises(HubError, match="is not a hub repository id: use owner/name"):
+        push_adapter(adapter, repo_id, TOKEN)
     assert fake_hub.calls == []
 
 
 def test_an_empty_repo_id_says_what_to_type(fake_hub, adapter):
-    with pytest.raises(hub.HubError, match="Give the hub repository as owner/name"):
-        hub.push_adapter(adapter, "  ", TOKEN)
+    with pytest.raises(HubError, match="Give the hub repository as owner/name"):
+        push_adapter(adapter, "  ", TOKEN)
 
 
 def test_a_folder_that_is_not_an_adapter_is_refused(fake_hub, tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
-    with pytest.raises(hub.HubError, match="Not pushed: .* lacks adapter_config.json"):
-        hub.push_adapter(tmp_path, "me/x", TOKEN)
+    with pytest.raises(HubError, match="Not pushed: .* lacks adapter_config.json"):
+        push_adapter(tmp_path, "me/x", TOKEN)
     assert fake_hub.calls == []
 
 
 def test_upload_folder_gets_the_adapter_folder(fake_hub, adapter, caplog):
     caplog.set_level(logging.DEBUG)
-    url = hub.push_adapter(adapter, " me/my-dpo.v1 ", TOKEN)
+    url = push_adapter(adapter, " me/my-dpo.v1 ", TOKEN)
     assert url == "https://huggingface.co/me/my-dpo.v1"
     kinds = [kind for kind, _ in fake_hub.calls]
     assert kinds == ["init", "create_repo", "upload_folder"]
@@ -98,8 +98,8 @@ def test_upload_folder_gets_the_adapter_folder(fake_hub, adapter, caplog):
 
 def test_a_hub_refusal_is_a_message_without_the_token(fake_hub, adapter):
     fake_hub.fail_with = RuntimeError(f"401 Client Error: Unauthorized (token {TOKEN} is invalid)")
-    with pytest.raises(hub.HubError) as excinfo:
-        hub.push_adapter(adapter, "me/x", TOKEN)
+    with pytest.raises(HubError) as excinfo:
+        push_adapter(adapter, "me/x", TOKEN)
     message = str(excinfo.value)
     assert TOKEN not in message and "***" in message and "write access" in message
     assert excinfo.value.__cause__ is None and excinfo.value.__suppress_context__

@@ -4,14 +4,19 @@ event processing with a progress bar, and redraws with no model call."""
 from __future__ import annotations
 
 import asyncio
-import types
 
 import pandas as pd
 import pytest
 
 gr = pytest.importorskip("gradio")
 
-from playground import analysis, scoring  # noqa: E402
+from playground.analysis.datasets import prepare_pairs  # noqa: E402
+from playground.analysis.precomputed import save_precomputed  # noqa: E402
+from playground.analysis.scores import score_dataset  # noqa: E402
+from playground.analysis.views import InspectSettings  # noqa: E402
+from playground.engine import scoring as scoring_module  # noqa: E402
+from playground.serving import services as services_module  # noqa: E402
+from playground.serving.services import Services  # noqa: E402
 from playground.ui import inspect_tab  # noqa: E402
 
 HELDOUT = pd.DataFrame({
@@ -22,10 +27,13 @@ HELDOUT = pd.DataFrame({
 })
 
 
-def make_services(engine, votes=None):
-    return types.SimpleNamespace(engine=engine, inspect_cache=analysis.InspectCache(), heldout_pairs=HELDOUT,
-                                 secret="s" * 32, votes_for=lambda session_id: votes if votes is not None
-                                 else pd.DataFrame(columns=["kind", "prompt", "answer_a", "answer_b", "system"]))
+def make_services(engine, tmp_path, votes=None) -> Services:
+    """Real Services on the tiny engine, with this file's held-out pairs and (optionally) a session's votes."""
+    services = Services.for_engine(engine, tmp_path / "data", heldout_file=None)
+    services.heldout_pairs = HELDOUT
+    empty = pd.DataFrame(columns=["kind", "prompt", "answer_a", "answer_b", "system"])
+    services.votes_for = lambda session_id: votes if votes is not None else empty
+    return services
 
 
 def build(services):
@@ -55,16 +63,16 @@ def test_render_without_scores_gives_placeholders():
 
 
 def test_settings_from_widgets_defaults_and_errors():
-    assert inspect_tab.settings_from() == analysis.InspectSettings()
+    assert inspect_tab.settings_from() == InspectSettings()
     settings = inspect_tab.settings_from(0.3, "ipo")
-    assert settings.beta == 0.3 and settings.dpo_variant == "ipo"
+    assert settings.beta == 0.3 and settings.dpo_loss_type == "ipo"
     with pytest.raises(gr.Error):
         inspect_tab.settings_from("not a number")
 
 
 def test_tab_scores_and_redraws_without_model_calls(tiny_engine, tmp_path, monkeypatch):
-    monkeypatch.setattr(analysis, "DEFAULT_DISK_CACHE", tmp_path / "none.json")
-    services = make_services(tiny_engine)
+    monkeypatch.setattr(services_module, "DEFAULT_DISK_CACHE", tmp_path / "none.json")
+    services = make_services(tiny_engine, tmp_path)
     demo, tab = build(services)
     assert tab.refresh_fn()["choices"] == ["base", "dpo", "kto"]
     fns = {}
@@ -79,8 +87,8 @@ def test_tab_scores_and_redraws_without_model_calls(tiny_engine, tmp_path, monke
         state = SessionState(demo)
         out = await demo.process_api(block_fn=score, inputs=_payload(score, overrides), state=state)
         calls = []
-        real = scoring.score
-        monkeypatch.setattr(scoring, "score", lambda *a, **k: calls.append(1) or real(*a, **k))
+        real = score
+        monkeypatch.setattr(scoring_module, "score", lambda *a, **k: calls.append(1) or real(*a, **k))
         redraw = fns["redraw"]
         again = await demo.process_api(block_fn=redraw, inputs=_payload(redraw, {}), state=state)
         return out, again, calls
@@ -93,12 +101,12 @@ def test_tab_scores_and_redraws_without_model_calls(tiny_engine, tmp_path, monke
 
 
 def test_tab_opens_filled_from_precomputed_numbers(tiny_engine, tmp_path, monkeypatch):
-    scores = analysis.score_dataset(tiny_engine, HELDOUT, ["base", "dpo", "kto"])
-    path = analysis.save_precomputed(tiny_engine, scores, tmp_path / "cache.json")
-    monkeypatch.setattr(analysis, "DEFAULT_DISK_CACHE", path)
+    scores = score_dataset(tiny_engine, HELDOUT, ["base", "dpo", "kto"])
+    path = save_precomputed(tiny_engine, scores, tmp_path / "cache.json")
+    monkeypatch.setattr(services_module, "DEFAULT_DISK_CACHE", path)
     calls = []
-    monkeypatch.setattr(scoring, "score", lambda *a, **k: calls.append(1))
-    services = make_services(tiny_engine)
+    monkeypatch.setattr(scoring_module, "score", lambda *a, **k: calls.append(1))
+    services = make_services(tiny_engine, tmp_path)
     demo, _ = build(services)
     markdown = [b for b in demo.blocks.values() if isinstance(b, gr.Markdown) and "precomputed numbers" in
                 str(b.value)]
@@ -108,14 +116,15 @@ def test_tab_opens_filled_from_precomputed_numbers(tiny_engine, tmp_path, monkey
     assert len(plots_filled) >= 9  # all but the waterfall, which waits for a selected pair
 
 
-def test_load_dataset_votes_and_errors(tiny_engine):
+def test_load_dataset_votes_and_errors(tiny_engine, tmp_path):
     votes = pd.DataFrame([{"kind": "left_better", "prompt": "Hi?", "answer_a": "Hello!", "answer_b": "Go away.",
                            "system": ""},
                           {"kind": "thumbs_down", "prompt": "Hi?", "answer_a": "No.", "answer_b": "", "system": ""}])
-    frame, note = inspect_tab.load_dataset(make_services(tiny_engine, votes), inspect_tab.DATA_VOTES, None, "abc")
-    pairs, _ = analysis.prepare_pairs(frame)
+    services = make_services(tiny_engine, tmp_path, votes)
+    frame, note = inspect_tab.load_dataset(services, inspect_tab.DATA_VOTES, None, "abc")
+    pairs, _ = prepare_pairs(frame)
     assert list(pairs["chosen"]) == ["Hello!"] and "votes" in note
     with pytest.raises(gr.Error):
-        inspect_tab.load_dataset(make_services(tiny_engine), inspect_tab.DATA_VOTES, None, "abc")
+        inspect_tab.load_dataset(make_services(tiny_engine, tmp_path), inspect_tab.DATA_VOTES, None, "abc")
     with pytest.raises(gr.Error):
-        inspect_tab.load_dataset(make_services(tiny_engine), inspect_tab.DATA_UPLOAD, None, "abc")
+        inspect_tab.load_dataset(make_services(tiny_engine, tmp_path), inspect_tab.DATA_UPLOAD, None, "abc")

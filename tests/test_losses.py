@@ -9,14 +9,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from playground.losses import (
+from playground.objectives.dpo import dpo_loss, preference_accuracy  # noqa: E402
+from playground.objectives.kto import (  # noqa: E402
     KTO_WEIGHT_BAND,
-    dpo_loss,
     kto_loss,
     kto_reference_point,
     kto_weight_advice,
     mismatched_pairs,
-    preference_accuracy,
 )
 
 LN2 = math.log(2.0)
@@ -58,9 +57,9 @@ def test_conservative_label_smoothing_by_hand():
 
 
 def test_hinge_by_hand():
-    assert dpo_loss(**HAND, beta=0.1, variant="hinge").loss.item() == pytest.approx(0.8)
+    assert dpo_loss(**HAND, beta=0.1, loss_type="hinge").loss.item() == pytest.approx(0.8)
     # beyond the hinge the loss is exactly zero
-    far = dpo_loss(t(0.0), t(-30.0), t(-1.0), t(-1.0), beta=0.1, variant="hinge")
+    far = dpo_loss(t(0.0), t(-30.0), t(-1.0), t(-1.0), beta=0.1, loss_type="hinge")
     assert far.loss.item() == 0.0
 
 
@@ -72,7 +71,7 @@ def test_ipo_is_length_normalised_like_trl():
         t(-11.0, -3.0),
         t(-11.0, -4.0),
         beta=0.1,
-        variant="ipo",
+        loss_type="ipo",
         chosen_lengths=torch.tensor([4, 1]),
         rejected_lengths=torch.tensor([2, 7]),
     )
@@ -85,13 +84,14 @@ def test_robust_by_hand():
     # bD = 0.2: (0.9 * 0.598139 - 0.1 * 0.798139) / 0.8 = 0.573139
     # bD = -0.3: (0.9 * 0.854355 - 0.1 * 0.554355) / 0.8 = 0.891855
     terms = dpo_loss(
-        t(-10.0, -5.0), t(-12.0, -2.0), t(-11.0, -5.0), t(-11.0, -5.0), beta=0.1, variant="robust", label_smoothing=0.1
+        t(-10.0, -5.0), t(-12.0, -2.0), t(-11.0, -5.0), t(-11.0, -5.0), beta=0.1, loss_type="robust",
+        label_smoothing=0.1,
     )
     assert terms.loss.tolist() == pytest.approx([0.573139, 0.891855], abs=1e-6)
     assert terms.chosen_preferred.tolist() == [True, False]
     assert terms.accuracy == 0.5
     # with e = 0 robust DPO is plain DPO
-    plain = dpo_loss(**HAND, beta=0.1, variant="robust")
+    plain = dpo_loss(**HAND, beta=0.1, loss_type="robust")
     assert plain.loss.item() == pytest.approx(0.598139, abs=1e-6)
 
 
@@ -108,7 +108,7 @@ def test_batch_loss_is_the_mean_of_per_sample_losses():
 )
 def test_loss_is_ln2_when_policy_equals_reference(logps, variant, beta):
     chosen, rejected = t(logps[0], logps[1]), t(logps[2], logps[3])
-    terms = dpo_loss(chosen, rejected, chosen.clone(), rejected.clone(), beta=beta, variant=variant)
+    terms = dpo_loss(chosen, rejected, chosen.clone(), rejected.clone(), beta=beta, loss_type=variant)
     assert terms.loss.tolist() == pytest.approx([LN2, LN2])
     assert terms.margin.tolist() == [0.0, 0.0]
     assert terms.grad_weight.tolist() == pytest.approx([0.5, 0.5])
@@ -127,7 +127,7 @@ def test_dpo_loss_falls_as_the_margin_grows(deltas, beta, label_smoothing, varia
     label_smoothing = 0.0 if variant == "sigmoid" else label_smoothing
     ordered = [d / 10 for d in sorted(deltas)]
     zeros = torch.zeros(len(ordered), dtype=torch.float64)
-    terms = dpo_loss(t(*ordered), zeros, zeros, zeros, beta=beta, variant=variant, label_smoothing=label_smoothing)
+    terms = dpo_loss(t(*ordered), zeros, zeros, zeros, beta=beta, loss_type=variant, label_smoothing=label_smoothing)
     losses = terms.loss.tolist()
     assert terms.margin.tolist() == pytest.approx([beta * d for d in ordered])
     if variant == "hinge":  # flat at zero past the hinge
@@ -176,8 +176,8 @@ def test_loss_keeps_the_graph_and_reports_are_detached():
         (dict(beta=-1.0), "beta"),
         (dict(beta=0.1, label_smoothing=0.5), "label_smoothing"),
         (dict(beta=0.1, label_smoothing=-0.1), "label_smoothing"),
-        (dict(beta=0.1, variant="ipo"), "chosen_lengths"),
-        (dict(beta=0.1, variant="nope"), "unknown DPO variant"),
+        (dict(beta=0.1, loss_type="ipo"), "chosen_lengths"),
+        (dict(beta=0.1, loss_type="nope"), "unknown DPO loss type"),
     ],
 )
 def test_dpo_rejects_bad_settings(kwargs, message):
@@ -190,7 +190,7 @@ def test_dpo_rejects_shape_mismatch():
         dpo_loss(t(-1.0, -2.0), t(-1.0), t(-1.0), t(-1.0), beta=0.1)
     with pytest.raises(ValueError, match="one shape"):
         dpo_loss(
-            **HAND, beta=0.1, variant="ipo", chosen_lengths=torch.tensor([1, 2]), rejected_lengths=torch.tensor([1])
+            **HAND, beta=0.1, loss_type="ipo", chosen_lengths=torch.tensor([1, 2]), rejected_lengths=torch.tensor([1])
         )
 
 
@@ -256,7 +256,7 @@ def test_apo_zero_unpaired_by_hand():
         None,
         None,
         beta=0.1,
-        variant="apo_zero_unpaired",
+        loss_type="apo_zero_unpaired",
         desirable_weight=2.0,
     )
     # r = 1, -1, 0.5: 2 * (1 - sigma(0.1)), sigma(-0.1), sigma(0.05)
@@ -266,7 +266,7 @@ def test_apo_zero_unpaired_by_hand():
 
 def test_apo_zero_ignores_the_kl_batch():
     with_kl = kto_loss(
-        t(-9.0), t(-10.0), torch.tensor([True]), KL_POLICY, KL_REFERENCE, beta=0.1, variant="apo_zero_unpaired"
+        t(-9.0), t(-10.0), torch.tensor([True]), KL_POLICY, KL_REFERENCE, beta=0.1, loss_type="apo_zero_unpaired"
     )
     assert with_kl.loss.item() == pytest.approx(0.475021, abs=1e-6)
 
@@ -275,7 +275,7 @@ def test_apo_zero_ignores_the_kl_batch():
     ("kwargs", "message"),
     [
         (dict(beta=0.0), "beta"),
-        (dict(beta=0.1, variant="bco"), "unknown KTO variant"),
+        (dict(beta=0.1, loss_type="bco"), "unknown KTO loss type"),
         (dict(beta=0.1, desirable_weight=0.0), "desirable_weight"),
     ],
 )

@@ -147,7 +147,7 @@ def test_dpo_bars_figure():
 def test_dpo_waterfall_is_additive_then_nonlinear():
     focus = dict(index=0, ref_logratio=1.0, policy_logratio=3.0, delta=2.0, chosen_logratio=1.5,
                  rejected_logratio=-0.5, beta=0.1, logit=0.2, sigma=0.5498, loss=0.598, grad_weight=0.4502,
-                 dpo_variant="sigmoid", curve_x=np.linspace(-60, 60, 5), curve_y=np.ones(5), curve_point=2.0)
+                 dpo_loss_type="sigmoid", curve_x=np.linspace(-60, 60, 5), curve_y=np.ones(5), curve_point=2.0)
     fig = plots.dpo_waterfall_figure(focus, "dpo")
     assert_readable(fig)
     waterfall = fig.data[0]

@@ -6,7 +6,12 @@ import json
 
 import pytest
 
-from playground import config, evaluate, feedback, models
+from playground import config
+from playground.engine.base_model import resolve_base_model  # noqa: E402
+from playground.engine.device import pick_device  # noqa: E402
+from playground.engine.engine import Engine  # noqa: E402
+from playground.engine.metrics import engine_preference  # noqa: E402
+from playground.feedback import read_feedback  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -16,7 +21,7 @@ SUBSET = 40  # held-out pairs re-scored per adapter (of 120)
 
 @pytest.fixture(scope="module")
 def engine():
-    engine = models.Engine.load(models.resolve_base_model(None, {}), models.pick_device("cpu"))
+    engine = Engine.load(resolve_base_model(None, {}), pick_device("cpu"))
     assert engine.attach_all(CHECKPOINTS) == []
     return engine
 
@@ -27,8 +32,8 @@ def test_shipped_adapter_reproduces_its_heldout_accuracy(engine, name, floor):
     assert meta["method"] == name and meta["base_model"] == config.HUB_BASE_MODEL
     recorded = meta["heldout_metrics"]["preference_accuracy"]
     assert recorded >= floor
-    pairs = feedback.read_feedback(config.REPO_ROOT / "data" / "demo_pairs_heldout.csv").data
-    measured = evaluate.heldout_accuracy(engine, pairs.iloc[::3].head(SUBSET), name)
+    pairs = read_feedback(config.REPO_ROOT / "data" / "demo_pairs_heldout.csv").data
+    measured = engine_preference(engine, pairs.iloc[::3].head(SUBSET), name)
     assert measured["pairs"] == SUBSET
     assert measured["preference_accuracy"] == pytest.approx(recorded, abs=0.05)
 

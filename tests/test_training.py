@@ -10,10 +10,17 @@ import pandas as pd
 import pytest
 import torch
 
-from playground import config, jobs, models, training
+from playground import config
+from playground.engine.adapters import discover_adapters, validate_adapter_dir  # noqa: E402
+from playground.engine.device import DeviceChoice  # noqa: E402
+from playground.training import saving  # noqa: E402
+from playground.training.data import TrainingInputError, plan_batches, validate_train_config  # noqa: E402
+from playground.training.jobs import AdapterNameError, TrainingQueue, sanitise_adapter_name  # noqa: E402
+from playground.training.loop import StepMetrics, attach_lora, train  # noqa: E402
+from playground.training.saving import clean_stale_tmp, save_adapter_atomically  # noqa: E402
 from tests.conftest import make_tiny_model
 
-CPU = models.DeviceChoice(torch.device("cpu"), torch.float32, None)
+CPU = DeviceChoice(torch.device("cpu"), torch.float32, None)
 PROMPTS = ["Is the sky blue?", "Do cats purr?", "Is water wet?", "Can birds fly?", "Is fire hot?", "Is ice cold?"]
 PAIRS = pd.DataFrame({"prompt": PROMPTS, "chosen": ["Yes, it is."] * 6, "rejected": ["Go away."] * 6})
 UNPAIRED = pd.DataFrame({"prompt": PROMPTS * 2, "completion": ["Yes, it is."] * 6 + ["Go away."] * 6,
@@ -35,9 +42,9 @@ def lora_state(model) -> dict[str, torch.Tensor]:
 def test_loss_falls_lora_changes_base_frozen(tokenizer, method, frame):
     base = make_tiny_model(len(tokenizer), 0)
     frozen_before = {k: v.clone() for k, v in base.state_dict().items()}
-    steps: list[training.StepMetrics] = []
+    steps: list[StepMetrics] = []
     loss = dataclasses.replace(config.LOSS, beta=0.5)
-    result = training.train(base, tokenizer, frame, tiny_config(method, loss=loss), device=CPU, callback=steps.append,
+    result = train(base, tokenizer, frame, tiny_config(method, loss=loss), device=CPU, callback=steps.append,
                             heldout_frame=PAIRS)
     assert len(steps) == 8 and not result.cancelled
     assert steps[0].loss == pytest.approx(0.5 if method == "kto" else 0.693147, abs=1e-4)  # policy == reference
@@ -58,13 +65,13 @@ def test_same_seed_same_adapter(tokenizer):
     states = []
     for _ in range(2):
         base = make_tiny_model(len(tokenizer), 0)
-        training.train(base, tokenizer, PAIRS, tiny_config("dpo", steps=3), device=CPU)
+        train(base, tokenizer, PAIRS, tiny_config("dpo", steps=3), device=CPU)
         states.append(lora_state(base))
     assert states[0].keys() == states[1].keys()
     for key in states[0]:
         torch.testing.assert_close(states[0][key], states[1][key], atol=0, rtol=0)
     base = make_tiny_model(len(tokenizer), 0)
-    training.train(base, tokenizer, PAIRS, tiny_config("dpo", steps=3, seed=1), device=CPU)
+    train(base, tokenizer, PAIRS, tiny_config("dpo", steps=3, seed=1), device=CPU)
     assert any(not torch.equal(states[0][k], v) for k, v in lora_state(base).items())
 
 
@@ -77,7 +84,7 @@ def test_cancel_stops_within_one_step(tokenizer, tmp_path):
         if metrics.step == 2:
             cancel.set()
 
-    result = training.train(make_tiny_model(len(tokenizer)), tokenizer, PAIRS, tiny_config("dpo"), device=CPU,
+    result = train(make_tiny_model(len(tokenizer)), tokenizer, PAIRS, tiny_config("dpo"), device=CPU,
                             callback=on_step, cancel=cancel, out_dir=tmp_path / "adapter")
     assert result.cancelled and seen == [1, 2] and result.adapter_dir is None
     assert not (tmp_path / "adapter").exists()
@@ -87,7 +94,7 @@ def test_saved_adapter_is_standard_peft_with_meta(tokenizer, tmp_path):
     from peft import PeftModel
 
     out = tmp_path / "mine"
-    result = training.train(make_tiny_model(len(tokenizer)), tokenizer, PAIRS, tiny_config("dpo", steps=2),
+    result = train(make_tiny_model(len(tokenizer)), tokenizer, PAIRS, tiny_config("dpo", steps=2),
                             device=CPU, out_dir=out, extra_meta={"base_model": "tiny", "data_sha256": "abc"})
     assert result.adapter_dir == out
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "adapter_config.json", "adapter_model.safetensors",
@@ -97,30 +104,30 @@ def test_saved_adapter_is_standard_peft_with_meta(tokenizer, tmp_path):
     assert meta["hyperparameters"]["lora"]["r"] == 4 and meta["data_sha256"] == "abc"
     loaded = PeftModel.from_pretrained(make_tiny_model(len(tokenizer)), str(out))
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in loaded.state_dict().items())
-    assert models.validate_adapter_dir(out)["method"] == "dpo"
+    assert validate_adapter_dir(out)["method"] == "dpo"
 
 
 def test_interrupted_save_leaves_nothing_half_written(tokenizer, tmp_path, monkeypatch):
-    model = training.attach_lora(make_tiny_model(len(tokenizer)), config.TRAIN.lora, 0)
+    model = attach_lora(make_tiny_model(len(tokenizer)), config.TRAIN.lora, 0)
     out = tmp_path / "adapters" / "broken"
 
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(training, "model_card", crash)  # fails after the weights were written
+    monkeypatch.setattr(saving, "model_card", crash)  # fails after the weights were written
     with pytest.raises(OSError, match="disk full"):
-        training.save_adapter_atomically(model, out, {"method": "dpo"})
+        save_adapter_atomically(model, out, {"method": "dpo"})
     assert list((tmp_path / "adapters").iterdir()) == []
     # A hard crash leaves a dot-folder: the registry ignores it and the start-up clean-up removes it.
     (tmp_path / "adapters" / ".tmp-broken-x").mkdir()
-    assert models.discover_adapters(tmp_path / "adapters") == ([], [])
-    assert training.clean_stale_tmp(tmp_path / "adapters") == [".tmp-broken-x"]
+    assert discover_adapters(tmp_path / "adapters") == ([], [])
+    assert clean_stale_tmp(tmp_path / "adapters") == [".tmp-broken-x"]
 
 
 def test_plan_batches_is_deterministic_and_covers_each_epoch():
     lengths = [5, 9, 3, 7, 11, 2, 8]
-    plan = training.plan_batches(lengths, batch_size=3, total_steps=6, seed=0)
-    assert plan == training.plan_batches(lengths, batch_size=3, total_steps=6, seed=0)
+    plan = plan_batches(lengths, batch_size=3, total_steps=6, seed=0)
+    assert plan == plan_batches(lengths, batch_size=3, total_steps=6, seed=0)
     assert all(len(b) >= 2 for b in plan)
     first_epoch = plan[:2] if sum(len(b) for b in plan[:2]) == 7 else plan[:3]
     assert sorted(i for b in first_epoch for i in b) == list(range(7))
@@ -134,18 +141,18 @@ def test_plan_batches_is_deterministic_and_covers_each_epoch():
     ({"method": "kto", "batch_size": 1}, "KTO needs 2 samples"),
 ])
 def test_out_of_range_hyperparameters_are_refused(changes, message):
-    with pytest.raises(training.TrainingInputError, match=message):
-        training.validate_train_config(dataclasses.replace(tiny_config("dpo"), **changes), 6)
+    with pytest.raises(TrainingInputError, match=message):
+        validate_train_config(dataclasses.replace(tiny_config("dpo"), **changes), 6)
 
 
 def test_queue_runs_one_job_attaches_adapter_and_recovers(tiny_engine, tmp_path):
-    queue = jobs.TrainingQueue(tiny_engine, tmp_path / "adapters", tmp_path / "runs")
+    queue = TrainingQueue(tiny_engine, tmp_path / "adapters", tmp_path / "runs")
     first = queue.submit(PAIRS, tiny_config("dpo", steps=2), "first")
     second = queue.submit(UNPAIRED, tiny_config("kto", steps=2), "second")
     third = queue.submit(PAIRS, tiny_config("dpo", steps=2), "third")
     assert queue.position(third.id) >= 1
     assert queue.cancel(third.id)
-    with pytest.raises(jobs.AdapterNameError, match="already exists"):
+    with pytest.raises(AdapterNameError, match="already exists"):
         queue.submit(PAIRS, tiny_config("dpo", steps=2), "first")
     for job in (first, second):
         for _ in range(600):
@@ -159,15 +166,15 @@ def test_queue_runs_one_job_attaches_adapter_and_recovers(tiny_engine, tmp_path)
     record = json.loads((tmp_path / "runs" / first.id / "job.json").read_text())
     record["status"] = "running"
     (tmp_path / "runs" / first.id / "job.json").write_text(json.dumps(record))
-    reloaded = jobs.TrainingQueue(tiny_engine, tmp_path / "adapters", tmp_path / "runs")
+    reloaded = TrainingQueue(tiny_engine, tmp_path / "adapters", tmp_path / "runs")
     assert reloaded.get(first.id).status == "interrupted" and len(reloaded.get(first.id).history) == 2
 
 
 @pytest.mark.parametrize("bad", ["../etc", "a/b", "x\x00y", "base", "__base__", "", "  ", "a" * 60, "-lead"])
 def test_unsafe_adapter_names_are_refused(bad):
-    with pytest.raises(jobs.AdapterNameError):
-        jobs.sanitise_adapter_name(bad)
+    with pytest.raises(AdapterNameError):
+        sanitise_adapter_name(bad)
 
 
 def test_adapter_name_spaces_become_dashes():
-    assert jobs.sanitise_adapter_name(" my votes v2 ") == "my-votes-v2"
+    assert sanitise_adapter_name(" my votes v2 ") == "my-votes-v2"

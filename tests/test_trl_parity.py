@@ -21,8 +21,10 @@ datasets = pytest.importorskip("datasets")
 from transformers import TrainerCallback  # noqa: E402
 from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer  # noqa: E402
 
-from playground.losses import dpo_loss, kto_loss, mismatched_pairs  # noqa: E402
-from playground.scoring import score, tokenize_pair  # noqa: E402
+from playground.engine.scoring import score  # noqa: E402
+from playground.engine.templating import tokenize_pair  # noqa: E402
+from playground.objectives.dpo import dpo_loss  # noqa: E402
+from playground.objectives.kto import kto_loss, mismatched_pairs  # noqa: E402
 
 BETA = 0.1
 TOLERANCE = 1e-5
@@ -176,7 +178,7 @@ def _dpo_terms(policy, reference, tokenizer, variant, label_smoothing):
         chosen_reference.sum_logps,
         rejected_reference.sum_logps,
         beta=BETA,
-        variant=variant,
+        loss_type=variant,
         label_smoothing=label_smoothing,
         chosen_lengths=chosen_policy.lengths,
         rejected_lengths=rejected_policy.lengths,
@@ -242,7 +244,7 @@ def test_kto_matches_trl(policy, reference, tokenizer, tmp_path, variant):
         beta=BETA,
         desirable_weight=1.5,
         undesirable_weight=0.8,
-        variant=variant,
+        loss_type=variant,
     )
 
     args = KTOConfig(

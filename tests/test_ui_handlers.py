@@ -15,8 +15,20 @@ import gradio as gr
 import pandas as pd
 import pytest
 
-from playground import config, feedback, votes
-from playground.services import ServiceInputError, Services, generation_settings, split_heldout, train_config_from
+from playground import config
+from playground.feedback import read_feedback  # noqa: E402
+from playground.feedback.conversion import split_heldout  # noqa: E402
+from playground.feedback.votes import (  # noqa: E402
+    VoteError,
+    VoteStore,
+    export_csv,
+    export_note,
+    to_paired_rows,
+    to_unpaired_rows,
+    write_exports,
+)
+from playground.serving.services import Services  # noqa: E402
+from playground.serving.settings import ServiceInputError, generation_settings, train_config_from  # noqa: E402
 from playground.ui import compare_tab, finetune_tab, learn_tab
 
 SESSION = "a" * 32
@@ -42,7 +54,7 @@ def _run_generation(services, prompt="Say hello <b>&</b>", variants=("base", "dp
 
 
 def test_vote_store_persists_and_exports_both_formats(tmp_path):
-    store = votes.VoteStore(tmp_path / "votes.sqlite3")
+    store = VoteStore(tmp_path / "votes.sqlite3")
     base = {"prompt": "=HYPERLINK(1)", "variant_a": "dpo", "answer_a": "A good", "variant_b": "kto",
             "answer_b": "B bad"}
     store.add(SESSION, {**base, "kind": "left_better"})
@@ -52,40 +64,40 @@ def test_vote_store_persists_and_exports_both_formats(tmp_path):
     store.add(SESSION, {"kind": "thumbs_up", "prompt": "p", "variant_a": "base", "answer_a": "+1 fine"})
     store.add("b" * 32, {"kind": "thumbs_down", "prompt": "other", "variant_a": "base", "answer_a": "x"})
 
-    again = votes.VoteStore(tmp_path / "votes.sqlite3")  # a new store (a restart) sees the same votes
+    again = VoteStore(tmp_path / "votes.sqlite3")  # a new store (a restart) sees the same votes
     frame = again.for_session(SESSION)
     assert list(frame["kind"]) == ["left_better", "right_better", "tie", "both_bad", "thumbs_up"]
 
-    paired = votes.to_paired_rows(frame)
+    paired = to_paired_rows(frame)
     assert [(r["chosen"], r["rejected"]) for r in paired] == [("A good", "B bad"), ("D best", "C meh")]
-    unpaired = votes.to_unpaired_rows(frame)
+    unpaired = to_unpaired_rows(frame)
     assert [(r["completion"], r["label"]) for r in unpaired] == [
         ("A good", True), ("B bad", False), ("D best", True), ("C meh", False), ("A good", False), ("B bad", False),
         ("+1 fine", True)]
 
-    paths = votes.write_exports(frame, tmp_path / "out")
+    paths = write_exports(frame, tmp_path / "out")
     text = paths["paired"].read_text(encoding="utf-8")
     assert text.splitlines()[0] == "prompt,chosen,rejected"
     assert "'=HYPERLINK(1)" in text  # formula neutralised
     assert "'+1 fine" in paths["unpaired"].read_text(encoding="utf-8")
     for fmt, path in paths.items():
-        report = feedback.read_feedback(path)
+        report = read_feedback(path)
         assert report.trainable and report.format == fmt
     assert report.data["prompt"].iloc[0] == "=HYPERLINK(1)"  # and it round-trips
-    note = votes.export_note(frame)
+    note = export_note(frame)
     assert "1 tie vote is recorded but not exported" in note
 
 
 def test_vote_store_refuses_bad_votes(tmp_path):
-    store = votes.VoteStore(tmp_path / "v.sqlite3")
-    with pytest.raises(votes.VoteError, match="session"):
+    store = VoteStore(tmp_path / "v.sqlite3")
+    with pytest.raises(VoteError, match="session"):
         store.add("../etc", {"kind": "tie", "prompt": "p", "variant_a": "a", "variant_b": "b"})
-    with pytest.raises(votes.VoteError, match="kind"):
+    with pytest.raises(VoteError, match="kind"):
         store.add(SESSION, {"kind": "maybe", "prompt": "p", "variant_a": "a"})
-    with pytest.raises(votes.VoteError, match="different"):
+    with pytest.raises(VoteError, match="different"):
         store.add(SESSION, {"kind": "tie", "prompt": "p", "variant_a": "a", "variant_b": "a"})
     assert store.for_session(SESSION).empty
-    assert votes.export_csv(store.for_session(SESSION), "paired") == "prompt,chosen,rejected\n"
+    assert export_csv(store.for_session(SESSION), "paired") == "prompt,chosen,rejected\n"
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -123,7 +135,7 @@ def test_split_heldout_is_by_prompt():
                           "label": [True, False, True, False, True]})
     train_rows, held = split_heldout(frame, "unpaired", 0.25)
     assert set(train_rows["prompt"]).isdisjoint(set(held["prompt"]) if held is not None else set())
-    with pytest.raises(ServiceInputError):
+    with pytest.raises(ValueError, match="no prompt held out"):
         split_heldout(frame, "unpaired", 0.01)
 
 
@@ -200,7 +212,7 @@ def test_votes_from_the_compare_tab(services):
     table, note, _, unpaired = compare_tab.votes_view(services, SESSION)
     assert list(table["vote"]) == ["tie", "👍 good", "left better"]  # newest first
     assert "not exported" in note
-    assert len(feedback.read_feedback(Path(unpaired)).data) == 3
+    assert len(read_feedback(Path(unpaired)).data) == 3
     with pytest.raises(gr.Error, match="different"):
         compare_tab.vote_pair(services, "tie", SESSION, last, "dpo", "dpo")
     with pytest.raises(gr.Error, match="Generate answers first"):
@@ -230,7 +242,7 @@ def test_validation_blocks_start_only_on_errors(services):
                                                      SESSION, "DPO (pairs)")
     assert start["interactive"] is False and "Pick an example" in report
     plan = finetune_tab.plan_markdown("kto", finetune_tab._data_state(
-        feedback.read_feedback(services.examples_dir / "unpaired_example.csv"), Path("x"), "x"), 0, 2.0, 8, 1.0, 1.0)
+        read_feedback(services.examples_dir / "unpaired_example.csv"), Path("x"), "x"), 0, 2.0, 8, 1.0, 1.0)
     assert "optimizer steps" in plan and "KTO weights" in plan
 
 
@@ -369,7 +381,7 @@ def test_api_refuses_files_outside_the_upload_folder(tmp_path):
         api._uploaded_path({"path": str(secret), "meta": {"_type": "gradio.FileData"}})
     with pytest.raises(gr.Error, match="handle_file"):
         api._uploaded_path(str(secret))
-    report = feedback.read_feedback(secret)
+    report = read_feedback(secret)
     summary = api.report_dict(report)
     assert summary["trainable"] and summary["preview"] == [{"prompt": "a", "chosen": "b", "rejected": "c"}]
 

@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from playground.config import VALUES
-from playground.reward_head import (
+from playground.objectives.prospect import prospect_decomposition, prospect_value, source_objective, value_report  # noqa: E402
+from playground.objectives.reward_head import (  # noqa: E402
     RewardHead,
     extract_features,
     last_real_token_index,
@@ -20,31 +21,26 @@ from playground.reward_head import (
     predict_rewards,
     train_reward_head,
 )
-from playground.values import (
+from playground.objectives.task_metrics import (  # noqa: E402
+    bleu_scores,
+    keyword_scores,
+    length_scores,
+    rouge_l_scores,
+    task_metric_scores,
+)
+from playground.objectives.thresholds import TauOptions, compute_tau, tau_ema, tau_quantile  # noqa: E402
+from playground.objectives.value_functions import (  # noqa: E402
     ALPHA_GRID,
     BASELINE_LEAVE_ONE_OUT,
     BASELINE_REFERENCE,
-    TauOptions,
     ValueInputs,
-    bleu_scores,
-    compute_tau,
     compute_value,
     geometric_mean_probability,
     hybrid_value,
     implied_reward,
-    keyword_scores,
-    length_scores,
     likelihood_value,
-    prospect_decomposition,
-    prospect_value,
     reward_value,
-    rouge_l_scores,
     search_alpha,
-    source_objective,
-    task_metric_scores,
-    tau_ema,
-    tau_quantile,
-    value_report,
 )
 
 

@@ -18,7 +18,12 @@ import types
 import pandas as pd
 import pytest
 
-from playground import config, gpu_tasks, zerogpu
+from playground import config
+from playground.serving import gpu_tasks  # noqa: E402
+from playground.serving.gpu_tasks import DURATIONS  # noqa: E402
+from playground.serving.services import Services  # noqa: E402
+from playground.serving.settings import generation_settings  # noqa: E402
+from playground.serving.zerogpu import gpu, on_zerogpu, prepare  # noqa: E402
 
 
 def test_no_op_off_spaces(monkeypatch):
@@ -28,9 +33,9 @@ def test_no_op_off_spaces(monkeypatch):
     def work(x):
         return x + 1
 
-    assert zerogpu.gpu(60)(work) is work
-    zerogpu.prepare()
-    assert not zerogpu.on_zerogpu()
+    assert gpu(60)(work) is work
+    prepare()
+    assert not on_zerogpu()
 
 
 def test_wraps_with_spaces_gpu_on_zerogpu(monkeypatch):
@@ -48,8 +53,8 @@ def test_wraps_with_spaces_gpu_on_zerogpu(monkeypatch):
     monkeypatch.setitem(sys.modules, "spaces", fake)
     monkeypatch.setenv("SPACE_ID", "someone/playground")
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")
-    wrapped = zerogpu.gpu(zerogpu.TRAINING_SECONDS)(lambda x: x * 2)
-    assert wrapped(3) == ("on-gpu", 6) and calls == [zerogpu.TRAINING_SECONDS]
+    wrapped = gpu(config.ZEROGPU.training)(lambda x: x * 2)
+    assert wrapped(3) == ("on-gpu", 6) and calls == [config.ZEROGPU.training]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -114,26 +119,24 @@ def test_off_spaces_nothing_is_wrapped_and_spaces_is_not_imported(monkeypatch):
     importlib.reload(gpu_tasks)
     for name in GPU_FUNCTIONS:
         assert getattr(gpu_tasks, name) is getattr(gpu_tasks, f"_{name}"), name
-    importlib.import_module("app")  # app.py calls zerogpu.prepare() first thing
+    importlib.import_module("app")  # app.py calls prepare() first thing
     assert "spaces" not in sys.modules
 
 
 def test_each_gpu_function_is_wrapped_with_its_documented_duration(on_fake_zerogpu):
     calls, _used = on_fake_zerogpu
     assert calls == {
-        "stream_answers": zerogpu.GENERATION_SECONDS,
-        "score_answers": zerogpu.GENERATION_SECONDS,
-        "generate_and_score": zerogpu.GENERATION_SECONDS,
-        "score_rows": zerogpu.SCORING_SECONDS,
-        "train_adapter": zerogpu.TRAINING_SECONDS,
-    } == gpu_tasks.DURATIONS
+        "stream_answers": config.ZEROGPU.generation,
+        "score_answers": config.ZEROGPU.generation,
+        "generate_and_score": config.ZEROGPU.generation,
+        "score_rows": config.ZEROGPU.scoring,
+        "train_adapter": config.ZEROGPU.training,
+    } == DURATIONS
     for name in GPU_FUNCTIONS:
         assert getattr(gpu_tasks, name) is not getattr(gpu_tasks, f"_{name}")
 
 
 def test_app_paths_work_across_the_pickling_boundary(on_fake_zerogpu, tiny_engine, tmp_path):
-    from playground import analysis
-    from playground.services import Services, generation_settings
     from playground.ui import compare_tab
 
     _calls, used = on_fake_zerogpu
@@ -149,7 +152,7 @@ def test_app_paths_work_across_the_pickling_boundary(on_fake_zerogpu, tiny_engin
 
     # Inspect: a progress callback is a closure; on ZeroGPU it is not sent across (this would fail to pickle).
     seen = []
-    scores = analysis.score_dataset(tiny_engine, PAIRS, ["dpo"], lambda f, m: seen.append(f))
+    scores = services.score_dataset(PAIRS, ["dpo"], lambda f, m: seen.append(f))
     assert scores.n_pairs == 6 and "dpo" in scores.variants
 
     # Training: file hooks cross the boundary; the job still shows every step (mirrored from the files).

@@ -55,13 +55,15 @@ def tiny_engine(tokenizer=None, adapters_dir: Path | None = None):
     import torch
     from conftest import make_tiny_model, save_random_adapter
 
-    from playground import models
+    from playground.engine.base_model import BaseModelSource, ensure_embedded_checkpoint, load_tokenizer
+    from playground.engine.device import DeviceChoice
+    from playground.engine.engine import Engine
 
-    tokenizer = tokenizer or models.load_tokenizer(str(models.ensure_embedded_checkpoint()))
+    tokenizer = tokenizer or load_tokenizer(str(ensure_embedded_checkpoint()))
     base = make_tiny_model(len(tokenizer), 0)
-    engine = models.Engine(base, tokenizer, models.DeviceChoice(torch.device("cpu"), torch.float32, None),
-                           models.BaseModelSource("local", "tiny-random-llama", "test"),
-                           base_factory=lambda: make_tiny_model(len(tokenizer), 0))
+    engine = Engine(base, tokenizer, DeviceChoice(torch.device("cpu"), torch.float32, None),
+                    BaseModelSource("local", "tiny-random-llama", "test"),
+                    base_factory=lambda: make_tiny_model(len(tokenizer), 0))
     if adapters_dir is not None:
         adapters_dir = Path(adapters_dir)
         adapters_dir.mkdir(parents=True, exist_ok=True)
@@ -94,7 +96,7 @@ def add_test_endpoints(demo, services) -> None:
 
 def build(data_dir: Path, *, adapters: bool = False, tokenizer=None, engine=None):
     """(services, demo) for the tiny engine on ``data_dir``, with the test endpoints."""
-    from playground.services import Services
+    from playground.serving.services import Services
     from playground.ui.page import build_app
 
     data_dir = Path(data_dir)

@@ -11,10 +11,12 @@ from typing import Any
 import gradio as gr
 from gradio import utils as gr_utils
 
-from playground import feedback, training
-from playground.generation import GenerationInputError
-from playground.jobs import AdapterNameError, QueueFull
-from playground.services import ServiceInputError, generation_settings, train_config_from
+from playground import feedback
+from playground.analysis.views import InspectSettings, analyse, summary_json
+from playground.engine.generation import GenerationInputError
+from playground.serving.settings import ServiceInputError, generation_settings, train_config_from
+from playground.training.data import TrainingInputError
+from playground.training.jobs import AdapterNameError, QueueFull
 
 API_OWNER = "api"
 
@@ -97,7 +99,7 @@ def register(services) -> None:
             job, notes = services.start_training(report, train_config, name or services.suggest_adapter_name(
                 train_config.method), owner=API_OWNER, heldout_fraction=float(heldout_share or 0.0),
                 data_label=(file or {}).get("orig_name") or filename)
-        except (ServiceInputError, AdapterNameError, training.TrainingInputError, QueueFull, ValueError) as exc:
+        except (ServiceInputError, AdapterNameError, TrainingInputError, QueueFull, ValueError) as exc:
             raise gr.Error(str(exc)) from exc
         return {"job_id": job.id, "name": job.name, "method": job.method, "total_steps": job.total_steps,
                 "position": services.queue.position(job.id), "notes": notes}
@@ -121,9 +123,25 @@ def register(services) -> None:
         cancelled = services.queue.cancel(job_id)
         return {"job_id": job_id, "cancelled": bool(cancelled), "status": services.queue.get(job_id).status}
 
+    def inspect(dataset: str = "heldout", adapter: str = "dpo", settings: dict | None = None,
+                session_id: str = "") -> dict:
+        """Summary numbers of one adapter on a data set ("heldout" or "votes" with session_id) under settings
+        (any InspectSettings field; the rest default). Scores once per (adapter, data set), then from the cache."""
+        kind = str(dataset).strip().lower()
+        if kind not in ("heldout", "votes"):
+            raise gr.Error("dataset must be 'heldout' or 'votes'.")
+        try:
+            frame, _ = services.inspect_dataset(kind, session_id)
+            parsed = InspectSettings.from_mapping(settings or {})
+            scores = services.score_dataset(frame, [adapter])
+            return summary_json(analyse(scores, adapter, parsed))
+        except (ServiceInputError, KeyError, ValueError, TypeError) as exc:
+            raise gr.Error(str(exc).strip("'\"")) from exc
+
     gr.api(generate, api_name="generate", concurrency_id="model")
     gr.api(variants, api_name="variants", concurrency_limit=None, queue=False)
     gr.api(validate, api_name="validate", concurrency_limit=None)
     gr.api(train_start, api_name="train_start", concurrency_limit=None)
     gr.api(train_status, api_name="train_status", concurrency_limit=None, queue=False)
     gr.api(train_cancel, api_name="train_cancel", concurrency_limit=None, queue=False)
+    gr.api(inspect, api_name="inspect", concurrency_limit=1, concurrency_id="inspect-score")

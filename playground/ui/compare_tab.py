@@ -1,7 +1,7 @@
 """Compare tab: one prompt, the chosen variants' answers streamed side by side, their metrics, and votes.
 
 Handlers are module functions taking ``services`` first (bound with functools.partial), so tests call them directly.
-The answers are generated in ONE batched pass (``gpu_tasks.stream_answers``, a GPU function on ZeroGPU); after the
+The answers are generated in ONE batched pass (``Services.stream_answers``, a GPU function on ZeroGPU); after the
 last token, ONE scoring call (``Services.score_answers``) gives each answer's V(x,y), implied reward, mean log-prob,
 length and per-token log-ratio against the base.
 """
@@ -17,9 +17,11 @@ from typing import Any
 
 import gradio as gr
 
-from playground import config, gpu_tasks, plots, votes
-from playground.generation import GenerationInputError
-from playground.services import ServiceInputError, generation_settings
+from playground import config, plots
+from playground.common.numbers import format_number
+from playground.engine.generation import GenerationInputError
+from playground.feedback import votes
+from playground.serving.settings import ServiceInputError, generation_settings
 from playground.ui.theme import NEGATIVE_RGB, POSITIVE_RGB
 
 SLOTS = config.APP.compare_slots
@@ -83,14 +85,12 @@ def legend_html(clip: float = config.APP.token_ratio_clip) -> str:
 
 
 def metrics_markdown(metrics: dict[str, Any], beta: float = config.LOSS.beta) -> str:
-    def fmt(x, signed=False):
-        return "n/a" if x is None or not math.isfinite(x) else (f"{x:+.3f}" if signed else f"{x:.3f}")
-
+    reward = format_number(metrics["implied_reward"], signed=True, fixed=True)
     return (
         "| | |\n|---|---|\n"
-        f"| V(x,y) · likelihood | **{fmt(metrics['value'])}** |\n"
-        f"| implied reward β·log π/π_ref (β={beta:g}) | **{fmt(metrics['implied_reward'], True)}** |\n"
-        f"| mean token log-prob | {fmt(metrics['mean_logp'])} |\n"
+        f"| V(x,y) · likelihood | **{format_number(metrics['value'], fixed=True)}** |\n"
+        f"| implied reward β·log π/π_ref (β={beta:g}) | **{reward}** |\n"
+        f"| mean token log-prob | {format_number(metrics['mean_logp'], fixed=True)} |\n"
         f"| length | {metrics['length']} tokens |"
     )
 
@@ -151,7 +151,7 @@ def generate_answers(services, prompt, system, variants, mode, temperature, top_
     state = None
     try:
         # closing(): a Stop (the event cancelled) closes the stream at once, which frees the model at the next token
-        with closing(gpu_tasks.stream_answers(services.engine_key, prompt, variants, settings, system)) as stream:
+        with closing(services.stream_answers(prompt, variants, settings, system)) as stream:
             for state in stream:
                 if state.done:
                     break

@@ -19,9 +19,13 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from playground import config, feedback, losses, plots, training, votes
-from playground.jobs import AdapterNameError, QueueFull
-from playground.services import ServiceInputError, frame_for_method, label_counts, train_config_from
+from playground import config, feedback, plots
+from playground.feedback import frame_for_method, label_counts, votes
+from playground.objectives.kto import kto_weight_advice
+from playground.serving import hub
+from playground.serving.settings import ServiceInputError, train_config_from
+from playground.training.data import TrainingInputError, count_steps
+from playground.training.jobs import AdapterNameError, QueueFull
 
 SOURCE_UPLOAD, SOURCE_VOTES, SOURCE_EXAMPLE = "Upload a file", "My votes (this browser)", "Example file"
 SOURCES = (SOURCE_UPLOAD, SOURCE_VOTES, SOURCE_EXAMPLE)
@@ -82,14 +86,14 @@ def preview_frame(report) -> pd.DataFrame:
 
 
 def plan_markdown(method: str, data: dict | None, steps, epochs, batch_size, lam_d, lam_u) -> str:
-    """The planned number of steps and, for KTO, the weight-band hint of losses.kto_weight_advice."""
+    """The planned number of steps and, for KTO, the weight-band hint of kto.kto_weight_advice."""
     if not data or not data.get("trainable"):
         return "Load usable data to see the plan."
     rows = data.get("rows_for", {}).get(method, 0)
     lines = []
     try:
         cfg = train_config_from({"method": method, "steps": steps, "epochs": epochs, "batch_size": batch_size})
-        total = training.count_steps(max(rows, 1), cfg)
+        total = count_steps(max(rows, 1), cfg)
         lines.append(f"**Plan:** {rows} {'pairs' if method == 'dpo' else 'labelled answers'} for "
                      f"{method.upper()}, batch {cfg.batch_size} → **{total} optimizer steps**"
                      + (" (steps set)." if cfg.steps else f" ({cfg.epochs:g} epochs)."))
@@ -100,7 +104,7 @@ def plan_markdown(method: str, data: dict | None, steps, epochs, batch_size, lam
     if method == "kto":
         n_d, n_u = data.get("kto_counts", [0, 0])
         try:
-            advice = losses.kto_weight_advice(int(n_d), int(n_u), float(lam_d), float(lam_u))
+            advice = kto_weight_advice(int(n_d), int(n_u), float(lam_d), float(lam_u))
             mark = "✅" if advice.in_band else "⚠️"
             lines.append(f"{mark} **KTO weights:** {n_d} desirable, {n_u} undesirable. "
                          f"{html.escape(advice.message)}")
@@ -276,14 +280,14 @@ def start_training(services, session_id, data, name, heldout_share, method_label
         train_config = train_config_from(values)
         if train_config.method == "kto":
             n_d, n_u = data.get("kto_counts", [0, 0])
-            advice = losses.kto_weight_advice(int(n_d), int(n_u), train_config.loss.desirable_weight,
+            advice = kto_weight_advice(int(n_d), int(n_u), train_config.loss.desirable_weight,
                                               train_config.loss.undesirable_weight)
             if not advice.in_band:
                 gr.Warning(f"KTO weights outside the paper's band (training anyway): {advice.message}")
         report = feedback.read_feedback(Path(data["path"]))
         job, notes = services.start_training(report, train_config, name, owner=session_id,
                                              heldout_fraction=float(heldout_share or 0.0), data_label=data["label"])
-    except (ServiceInputError, AdapterNameError, training.TrainingInputError, QueueFull, ValueError) as exc:
+    except (ServiceInputError, AdapterNameError, TrainingInputError, QueueFull, ValueError) as exc:
         raise gr.Error(str(exc)) from exc
     view = services.job_view(job.id)
     gr.Info(f"Training {job.name} submitted: {job.total_steps} steps.", duration=3)
@@ -346,8 +350,6 @@ def cancel_training(services, session_id, job_id):
 def push_to_hub(services, session_id, job_id, repo_id, token):
     """Push this browser's finished adapter to a hub model repo: (note, token box). The token is used for this one
     call and cleared from the box on success; it is never stored or logged."""
-    from playground import hub
-
     job = services.queue.get(job_id) if job_id else None
     if job is None or job.status != "done" or job.name not in services.engine.adapters:
         raise gr.Error("Train an adapter first: the push sends the adapter this page trained (status done).")

@@ -1,8 +1,7 @@
 """The Inspect tab: score a data set once per adapter, then every slider redraws from the cache with no model call.
 
-Handlers are thin: widgets -> ``analysis.score_dataset`` (the Score button only) or ``analysis.analyse`` (everything
-else) -> ``plots``. No ``from __future__ import annotations`` here: Gradio reads the ``inspect`` endpoint's schema from
-its real type hints.
+Handlers are thin: widgets -> ``score_dataset`` (the Score button only) or ``analyse`` (everything
+else) -> ``plots``.
 """
 
 import html
@@ -15,8 +14,24 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from playground import analysis, config, losses, plots, values
-from playground.analysis import InspectSettings
+from playground import config, plots
+from playground.analysis.scores import DatasetScores
+from playground.analysis.views import (
+    Analysis,
+    InspectSettings,
+    analyse,
+    kto_value_curves,
+    pair_focus,
+    prospect_curves,
+    variant_table,
+)
+from playground.objectives.dpo import DPO_LOSS_TYPES
+from playground.objectives.kto import KTO_LOSS_TYPES
+from playground.objectives.task_metrics import TASK_METRICS
+from playground.objectives.thresholds import TAU_METHODS
+from playground.objectives.value_functions import LIKELIHOOD_REDUCTIONS, VALUE_CONSTRUCTIONS
+from playground.serving.services import Services
+from playground.serving.settings import ServiceInputError
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +42,7 @@ DATA_CHOICES = [DATA_HELDOUT, DATA_VOTES, DATA_UPLOAD]
 DEFAULTS = InspectSettings()
 
 # The settings widgets, in the order their values reach the handlers.
-SETTING_FIELDS = ("beta", "dpo_variant", "label_smoothing", "kto_variant", "desirable_weight", "undesirable_weight",
+SETTING_FIELDS = ("beta", "dpo_loss_type", "label_smoothing", "kto_loss_type", "desirable_weight", "undesirable_weight",
                   "construction", "likelihood_reduce", "calibrate", "normalise_std", "alpha", "task_metric",
                   "tau_method", "tau_quantile", "tau_ema_eta", "tau_fixed", "loss_aversion")
 
@@ -70,16 +85,16 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return f"{number:.{digits}g}" if math.isfinite(number) else "n/a"
 
 
-def summary_markdown(result: analysis.Analysis, scores: analysis.DatasetScores) -> str:
+def summary_markdown(result: Analysis, scores: DatasetScores) -> str:
     s = result.summary
     source = "precomputed numbers (no model call)" if scores.from_disk else "scored on this server"
     band = "inside" if s["kto_weight_in_band"] else "outside"
     lines = [
         f"**{html.escape(result.variant)}** on {s['n_pairs']} pairs ({s['n_samples']} unpaired samples), {source}.",
-        f"- **DPO** ({s['dpo_variant']}): preference accuracy **{_fmt(s['preference_accuracy'])}**, mean margin "
+        f"- **DPO** ({s['dpo_loss_type']}): preference accuracy **{_fmt(s['preference_accuracy'])}**, mean margin "
         f"β·D **{_fmt(s['mean_margin'])}**, mean loss **{_fmt(s['mean_dpo_loss'])}** (ln 2 = 0.693 at the "
         f"reference), mean gradient weight {_fmt(s['mean_grad_weight'])}.",
-        f"- **KTO** ({s['kto_variant']}): z0 = **{_fmt(s['z0'])}** nats, mean loss **{_fmt(s['mean_kto_loss'])}**, "
+        f"- **KTO** ({s['kto_loss_type']}): z0 = **{_fmt(s['z0'])}** nats, mean loss **{_fmt(s['mean_kto_loss'])}**, "
         f"mean reward desirable {_fmt(s['kto_desirable_reward'])} / undesirable {_fmt(s['kto_undesirable_reward'])}. "
         f"Weight ratio `λ_D·n_D / (λ_U·n_U)` = {_fmt(s['kto_weight_ratio'])}, {band} the paper's band [1, 4/3]: "
         f"{html.escape(s['kto_weight_advice'])}",
@@ -97,25 +112,25 @@ def summary_markdown(result: analysis.Analysis, scores: analysis.DatasetScores) 
     return "\n".join(lines)
 
 
-def table_frame(result: analysis.Analysis) -> pd.DataFrame:
+def table_frame(result: Analysis) -> pd.DataFrame:
     frame = result.pairs[list(TABLE_COLUMNS)].rename(columns=TABLE_COLUMNS)
     numeric = frame.select_dtypes("number").columns.drop("pair", errors="ignore")
     frame[numeric] = frame[numeric].round(4)
     return frame
 
 
-def variants_frame(scores: analysis.DatasetScores, settings: InspectSettings) -> pd.DataFrame:
-    return analysis.variant_table(scores, settings).round(4)
+def variants_frame(scores: DatasetScores, settings: InspectSettings) -> pd.DataFrame:
+    return variant_table(scores, settings).round(4)
 
 
 PARTS = ("dpo", "kto", "prospect")  # figure groups: 3 DPO, 3 KTO, 4 prospect figures
 PART_SIZES = {"dpo": 3, "kto": 3, "prospect": 4}
 # Which figure groups a control changes (the summary and both tables are always redrawn).
-DPO_FIELDS = ("dpo_variant", "label_smoothing")
-KTO_FIELDS = ("kto_variant", "desirable_weight", "undesirable_weight")
+DPO_FIELDS = ("dpo_loss_type", "label_smoothing")
+KTO_FIELDS = ("kto_loss_type", "desirable_weight", "undesirable_weight")
 
 
-def render(scores: analysis.DatasetScores | None, variant: str | None, selected: int | None,
+def render(scores: DatasetScores | None, variant: str | None, selected: int | None,
            settings: InspectSettings, parts: tuple[str, ...] = PARTS) -> list:
     """The outputs of a redraw: summary, per-variant table, per-pair table, then the figures of ``parts`` in
     ``PARTS`` order (all ten by default). Pure: no model call."""
@@ -126,13 +141,13 @@ def render(scores: analysis.DatasetScores | None, variant: str | None, selected:
     if variant not in scores.variants:
         variant = _default_view(scores.variants)
     try:
-        result = analysis.analyse(scores, variant, settings)
+        result = analyse(scores, variant, settings)
     except ValueError as exc:
         raise gr.Error(str(exc)) from exc
     n = scores.n_pairs
     focus = None
     if selected is not None and 0 <= int(selected) < n:
-        focus = analysis.pair_focus(result, scores, int(selected))
+        focus = pair_focus(result, scores, int(selected))
     pair = focus["index"] if focus else None
     samples_selected = focus["samples"] if focus else None
     s = result.summary
@@ -140,13 +155,13 @@ def render(scores: analysis.DatasetScores | None, variant: str | None, selected:
     if "dpo" in parts:
         figures += [
             plots.dpo_scatter_figure(result.pairs, variant, selected=pair),
-            plots.dpo_bars_figure(result.pairs, variant, selected=pair, dpo_variant=settings.dpo_variant),
+            plots.dpo_bars_figure(result.pairs, variant, selected=pair, dpo_loss_type=settings.dpo_loss_type),
             plots.dpo_waterfall_figure(focus, variant),
         ]
     if "kto" in parts:
         figures += [
-            plots.kto_scatter_figure(result.samples, s["z0"], samples_selected, settings.kto_variant),
-            plots.kto_value_curve_figure(result.samples, analysis.kto_value_curves(result), samples_selected),
+            plots.kto_scatter_figure(result.samples, s["z0"], samples_selected, settings.kto_loss_type),
+            plots.kto_value_curve_figure(result.samples, kto_value_curves(result), samples_selected),
             plots.kto_loss_figure(result.samples, samples_selected),
         ]
     if "prospect" in parts:
@@ -155,7 +170,7 @@ def render(scores: analysis.DatasetScores | None, variant: str | None, selected:
             plots.value_histogram_figure(result.samples, result.taus, settings.tau_method, result.value_label),
             plots.prospect_bars_figure(result.samples, s["tau"], settings.loss_aversion, result.value_label,
                                        samples_selected),
-            plots.objective_comparison_figure(result.samples, analysis.prospect_curves(result), result.value_label,
+            plots.objective_comparison_figure(result.samples, prospect_curves(result), result.value_label,
                                               samples_selected),
             plots.alpha_search_figure(search.alphas, search.accuracies, search.best_alpha, settings.alpha,
                                       config.VALUES.alpha_highlight),
@@ -168,37 +183,16 @@ def _default_view(variants: list[str]) -> str:
     return adapters[0] if adapters else (variants[0] if variants else "base")
 
 
-def load_dataset(services, choice: str, upload: Any, session_id: str | None) -> tuple[pd.DataFrame, str]:
-    """The chosen data set as a frame (paired, or unpaired for ``prepare_pairs`` to pair) and a note."""
-    if choice == DATA_HELDOUT:
-        frame = getattr(services, "heldout_pairs", None)
-        if frame is None or len(frame) == 0:
-            raise gr.Error("No bundled held-out pairs on this server (data/demo_pairs_heldout.csv is missing).")
-        return frame, f"bundled held-out pairs ({len(frame)})"
-    if choice == DATA_VOTES:
-        votes_for = getattr(services, "votes_for", None)
-        if votes_for is None:
-            raise gr.Error("Votes are not available on this server.")
-        votes = votes_for(session_id or "")
-        from playground import votes as votes_module
+DATA_KINDS = {DATA_HELDOUT: "heldout", DATA_VOTES: "votes", DATA_UPLOAD: "upload"}
 
-        rows = votes_module.to_unpaired_rows(votes) if len(votes) else []
-        if not rows:
-            raise gr.Error("This session has no votes yet: vote in the Compare tab first.")
-        return pd.DataFrame(rows), f"this session's votes ({len(votes)})"
-    if choice == DATA_UPLOAD:
-        if not upload:
-            raise gr.Error("Choose a file to upload (paired: prompt, chosen, rejected; unpaired: prompt, completion, "
-                           "label).")
-        from playground import feedback
 
-        path = upload if isinstance(upload, str) else getattr(upload, "name", None) or upload.get("path")
-        report = feedback.read_feedback(path)
-        if report.file_errors or report.data is None or len(report.data) == 0:
-            raise gr.Error("The file cannot be used: " + (report.file_errors[0].message if report.file_errors
-                                                         else "no usable rows"))
-        return report.data.drop(columns=["row"], errors="ignore"), f"upload ({report.rows_usable} rows)"
-    raise gr.Error(f"Unknown data set choice {choice!r}.")
+def load_dataset(services: Services, choice: str, upload: Any, session_id: str | None) -> tuple[pd.DataFrame, str]:
+    """The data set the radio names, as a frame and a label (``Services.inspect_dataset``)."""
+    path = upload if isinstance(upload, str) or upload is None else getattr(upload, "name", None) or upload.get("path")
+    try:
+        return services.inspect_dataset(DATA_KINDS.get(choice, str(choice)), session_id, path)
+    except ServiceInputError as exc:
+        raise gr.Error(str(exc)) from None
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -209,16 +203,8 @@ def build_inspect_tab(services, session: Any = None) -> InspectTab:
     """Build the tab inside the caller's ``gr.Tab("Inspect")``. ``session`` is the page's session-id state (for
     "this session's votes"); without it the tab reads the same browser-stored id itself."""
     engine = services.engine
-    cache = getattr(services, "inspect_cache", None)
-    if cache is None:
-        cache = analysis.InspectCache()
-    heldout = getattr(services, "heldout_pairs", None)
-
-    initial_scores = None
-    try:
-        initial_scores = analysis.load_precomputed(engine, heldout, cache, analysis.DEFAULT_DISK_CACHE)
-    except Exception:  # noqa: BLE001 - a bad cache file must not stop the tab from building
-        log.exception("Could not read the precomputed Inspect numbers")
+    heldout = services.heldout_pairs
+    initial_scores = services.precomputed_scores()
     initial_view = _default_view(initial_scores.variants) if initial_scores else None
     initial = render(initial_scores, initial_view, None, DEFAULTS)
 
@@ -250,24 +236,24 @@ def build_inspect_tab(services, session: Any = None) -> InspectTab:
     with gr.Accordion("Settings (redraw instantly, no model call)", open=True):
         with gr.Row():
             beta = gr.Slider(0.01, 1.0, value=DEFAULTS.beta, step=0.01, label="β (temperature)")
-            dpo_variant = gr.Dropdown(list(losses.DPO_VARIANTS), value=DEFAULTS.dpo_variant, label="DPO loss")
+            dpo_loss_type = gr.Dropdown(list(DPO_LOSS_TYPES), value=DEFAULTS.dpo_loss_type, label="DPO loss")
             label_smoothing = gr.Slider(0.0, 0.45, value=DEFAULTS.label_smoothing, step=0.01,
                                         label="Label smoothing ε (sigmoid, robust)")
-            kto_variant = gr.Dropdown(list(losses.KTO_VARIANTS), value=DEFAULTS.kto_variant, label="KTO loss")
+            kto_loss_type = gr.Dropdown(list(KTO_LOSS_TYPES), value=DEFAULTS.kto_loss_type, label="KTO loss")
             lam_d = gr.Slider(0.1, 5.0, value=DEFAULTS.desirable_weight, step=0.05, label="λ_D (desirable weight)")
             lam_u = gr.Slider(0.1, 5.0, value=DEFAULTS.undesirable_weight, step=0.05,
                               label="λ_U (undesirable weight)")
         with gr.Row():
-            construction = gr.Radio(list(values.VALUE_CONSTRUCTIONS), value=DEFAULTS.construction,
+            construction = gr.Radio(list(VALUE_CONSTRUCTIONS), value=DEFAULTS.construction,
                                     label="V construction")
-            reduce = gr.Radio(list(values.LIKELIHOOD_REDUCTIONS), value=DEFAULTS.likelihood_reduce,
+            reduce = gr.Radio(list(LIKELIHOOD_REDUCTIONS), value=DEFAULTS.likelihood_reduce,
                               label="Likelihood: token log-probs")
             calibrate = gr.Checkbox(value=DEFAULTS.calibrate, label="Likelihood: calibrate against the reference")
             normalise = gr.Checkbox(value=DEFAULTS.normalise_std, label="Reward: divide by std")
             alpha = gr.Slider(0.0, 1.0, value=DEFAULTS.alpha, step=0.05, label="Hybrid α (weight on P_LM)")
-            task_metric = gr.Dropdown(list(values.TASK_METRICS), value=DEFAULTS.task_metric, label="Task metric")
+            task_metric = gr.Dropdown(list(TASK_METRICS), value=DEFAULTS.task_metric, label="Task metric")
         with gr.Row():
-            tau_method = gr.Radio(list(values.TAU_METHODS), value=DEFAULTS.tau_method, label="τ method")
+            tau_method = gr.Radio(list(TAU_METHODS), value=DEFAULTS.tau_method, label="τ method")
             tau_quantile = gr.Slider(0.0, 1.0, value=DEFAULTS.tau_quantile, step=0.05, label="τ quantile q",
                                      visible=DEFAULTS.tau_method == "quantile")
             tau_eta = gr.Slider(0.01, 1.0, value=DEFAULTS.tau_ema_eta, step=0.01, label="τ EMA step η",
@@ -275,8 +261,9 @@ def build_inspect_tab(services, session: Any = None) -> InspectTab:
             tau_fixed = gr.Number(value=DEFAULTS.tau_fixed, label="τ task bar (fixed, in V units)",
                                   visible=DEFAULTS.tau_method == "fixed")
             loss_aversion = gr.Slider(1.0, 5.0, value=DEFAULTS.loss_aversion, step=0.05, label="Loss aversion λ")
-    setting_widgets = [beta, dpo_variant, label_smoothing, kto_variant, lam_d, lam_u, construction, reduce, calibrate,
-                       normalise, alpha, task_metric, tau_method, tau_quantile, tau_eta, tau_fixed, loss_aversion]
+    setting_widgets = [beta, dpo_loss_type, label_smoothing, kto_loss_type, lam_d, lam_u, construction, reduce,
+                       calibrate, normalise, alpha, task_metric, tau_method, tau_quantile, tau_eta, tau_fixed,
+                       loss_aversion]
     assert len(setting_widgets) == len(SETTING_FIELDS)
 
     summary = gr.Markdown(initial[0])
@@ -316,7 +303,7 @@ def build_inspect_tab(services, session: Any = None) -> InspectTab:
         frame, what = load_dataset(services, data[dataset], data[upload], data[session])
         wanted = [v for v in (data[adapters] or []) if v in engine.variant_names()] or ["base"]
         try:
-            scores = analysis.score_dataset(engine, frame, wanted, lambda f, m: progress(f, desc=m), cache=cache)
+            scores = services.score_dataset(frame, wanted, lambda f, m: progress(f, desc=m))
         except (KeyError, ValueError) as exc:
             raise gr.Error(str(exc)) from exc
         shown = _default_view(scores.variants)
@@ -369,21 +356,4 @@ def build_inspect_tab(services, session: Any = None) -> InspectTab:
     table.select(select_row, {scores_state, view, *setting_widgets}, [selected_state, *render_outputs],
                  api_name=False, show_progress="minimal")
 
-    # ---- headless API: /inspect --------------------------------------------------------------------------------
-    def inspect(dataset: str = "heldout", adapter: str = "dpo", settings: dict | None = None,
-                session_id: str = "") -> dict:
-        """Summary numbers of one adapter on a data set ("heldout" or "votes" with session_id) under settings
-        (any InspectSettings field; the rest default). Scores once per (adapter, data set), then from the cache."""
-        choice = {"heldout": DATA_HELDOUT, "votes": DATA_VOTES}.get(str(dataset).strip().lower())
-        if choice is None:
-            raise gr.Error("dataset must be 'heldout' or 'votes'.")
-        frame, _ = load_dataset(services, choice, None, session_id)
-        try:
-            parsed = InspectSettings.from_mapping(settings or {})
-            scores = analysis.score_dataset(engine, frame, [adapter], cache=cache)
-            return analysis.summary_json(analysis.analyse(scores, adapter, parsed))
-        except (KeyError, ValueError, TypeError) as exc:
-            raise gr.Error(str(exc)) from exc
-
-    gr.api(inspect, api_name="inspect", concurrency_limit=1, concurrency_id="inspect-score")
     return InspectTab(refresh_outputs=[adapters], refresh_fn=refresh, score_button=score_button)

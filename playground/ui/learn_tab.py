@@ -1,6 +1,6 @@
 """Learn tab: DPO and KTO for a non-specialist, in a few screens, with the source document's claims shown beside the
-corrected ones (DESIGN.md section 3). The value-function figure draws ``values.prospect_value`` and
-``values.source_objective``, the same functions the Inspect tab uses."""
+corrected ones (DESIGN.md section 3). The value-function figure draws ``prospect.prospect_value`` and
+``prospect.source_objective``, the same functions the Inspect tab uses."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import gradio as gr
 import plotly.graph_objects as go
 import torch
 
-from playground import config, plots, values
+from playground import config, plots
+from playground.objectives.prospect import prospect_value, source_objective
 
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
 
@@ -141,8 +142,8 @@ def comparison_table() -> str:
 def value_function_figure(loss_aversion: float = config.VALUES.loss_aversion, tau: float = 0.0) -> go.Figure:
     """Prospect theory's value (λ on losses) vs the source document's formula (λ on gains), around tau."""
     grid = torch.linspace(tau - 3.0, tau + 3.0, 121)
-    correct = values.prospect_value(grid, tau, loss_aversion)
-    source = values.source_objective(grid, tau, loss_aversion)
+    correct = prospect_value(grid, tau, loss_aversion)
+    source = source_objective(grid, tau, loss_aversion)
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=grid.tolist(), y=correct.tolist(), name="prospect theory (corrected): losses × λ",
                              line=dict(color=plots.CORRECT_COLOR, width=3),

@@ -15,8 +15,9 @@ from functools import partial
 
 import gradio as gr
 
-from playground import config, votes
-from playground.services import Services
+from playground import config
+from playground.feedback import votes
+from playground.serving.services import Services
 from playground.ui import api, theme
 from playground.ui.compare_tab import build_compare_tab, refresh_variants, votes_view
 from playground.ui.finetune_tab import build_finetune_tab, reattach, send_votes

@@ -1,0 +1,218 @@
+"""The one expensive step of Inspect: log-probs of a data set under each variant and the reference, cached.
+
+For each pair it scores chosen and rejected under every requested variant and under the reference, plus KTO's
+mismatched pairs of the unpaired view, in mixed-adapter batches (one row per (response, adapter)), holding
+``engine.lock`` per batch only, so generation can interleave.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from playground.analysis.cache import InspectCache, base_identity, cache_key, task_key
+from playground.analysis.datasets import dataset_hash, kl_index, prepare_pairs, prompt_text, unpaired_view
+from playground.config import BASE_VARIANT, SCORING, VALUES
+from playground.engine import scoring
+from playground.objectives.task_metrics import task_metric_scores
+
+if TYPE_CHECKING:
+    from playground.engine.engine import Engine
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class SideScores:
+    """Summed log-probs and token counts of one adapter (or the reference) on one data set of P pairs.
+
+    chosen/rejected arrays are (P,); ``kl_*`` are (2P,), for the mismatched pairs of the unpaired view.
+    """
+    chosen_sum: np.ndarray
+    chosen_len: np.ndarray
+    rejected_sum: np.ndarray
+    rejected_len: np.ndarray
+    kl_sum: np.ndarray
+    kl_len: np.ndarray
+    truncated: np.ndarray  # (P,) bool: chosen or rejected cut by max_length
+
+    @property
+    def chosen_mean(self) -> np.ndarray:
+        return self.chosen_sum / np.maximum(self.chosen_len, 1)
+
+    @property
+    def rejected_mean(self) -> np.ndarray:
+        return self.rejected_sum / np.maximum(self.rejected_len, 1)
+
+    def to_json(self) -> dict[str, list]:
+        return {f.name: getattr(self, f.name).tolist() for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Sequence]) -> SideScores:
+        kinds = {"chosen_len": np.int64, "rejected_len": np.int64, "kl_len": np.int64, "truncated": bool}
+        return cls(**{f.name: np.asarray(data[f.name], dtype=kinds.get(f.name, np.float64))
+                      for f in dataclasses.fields(cls)})
+
+
+@dataclass
+class DatasetScores:
+    """Everything the Inspect views need from the model for one data set; slider views are functions of this."""
+    dataset_hash: str
+    pairs: pd.DataFrame  # prompt, chosen, rejected, system, reference, category (see prepare_pairs)
+    reference: SideScores  # under pi_ref (the base, adapters off)
+    policies: dict[str, SideScores]  # variant name -> scores; config.BASE_VARIANT is the reference itself
+    base_identity: str
+    max_length: int = SCORING.max_length
+    task: dict[str, dict[str, Any]] = field(default_factory=dict)  # metric -> {"chosen", "rejected", "metrics"}
+    notes: list[str] = field(default_factory=list)
+    from_disk: bool = False  # True when the numbers came from the precomputed file
+
+    @property
+    def n_pairs(self) -> int:
+        return len(self.pairs)
+
+    @property
+    def variants(self) -> list[str]:
+        return list(self.policies)
+
+    def side(self, variant: str) -> SideScores:
+        if variant == BASE_VARIANT:
+            return self.reference
+        if variant not in self.policies:
+            raise KeyError(f"variant {variant!r} was not scored on this data set; scored: {self.variants}")
+        return self.policies[variant]
+
+    def task_scores(self, metric: str) -> dict[str, Any]:
+        """R_task of chosen and rejected answers for ``metric``, computed once per data set (no slider changes it)."""
+        with _TASK_LOCK:
+            if metric not in self.task:
+                self.task[metric] = compute_task_scores(self.pairs, metric)
+            return self.task[metric]
+
+
+_TASK_LOCK = threading.Lock()
+
+
+def compute_task_scores(pairs: pd.DataFrame, metric: str) -> dict[str, Any]:
+    """Task metric of every chosen and rejected answer against the pair's reference answer (see task_metrics)."""
+    references = [r or None for r in pairs["reference"]] if "reference" in pairs else None
+    n = len(pairs)
+    responses = list(pairs["chosen"]) + list(pairs["rejected"])
+    refs = (references or [None] * n) * 2
+    result = task_metric_scores(responses, refs, metric=metric)
+    scores = result.scores.double().numpy()
+    return {"chosen": scores[:n], "rejected": scores[n:], "metrics": list(result.metrics)}
+
+
+class RowScorer(Protocol):
+    """What computes the log-probs of prepared pairs: :func:`score_rows_on` itself, or a wrapper that runs it where
+    the accelerator is (``serving.gpu_tasks.score_rows`` on ZeroGPU)."""
+
+    def __call__(self, engine: Engine, pairs: pd.DataFrame, names: list[str], progress: Progress | None, *,
+                 max_length: int, batch_size: int) -> dict[str, SideScores]: ...
+
+
+def score_dataset(engine: Engine, pairs_df: pd.DataFrame, variants: Sequence[str], progress: Progress | None = None,
+                  *, cache: InspectCache | None = None, scorer: RowScorer | None = None,
+                  max_length: int = SCORING.max_length, batch_size: int = SCORING.batch_size) -> DatasetScores:
+    """Score chosen, rejected and the KTO mismatched pairs under each variant and the reference.
+
+    ``pairs_df``: prompt, chosen, rejected (+ system, reference) or an unpaired frame (see ``prepare_pairs``).
+    ``variants``: user-facing names (``base``, ``dpo``, ``kto``, ...); the reference is always scored. Adapters already
+    in ``cache`` are not scored again; the rest go to ``scorer`` (default :func:`score_rows_on`) in one call.
+    ``progress(fraction, message)`` is called after each batch.
+    """
+    pairs, notes = prepare_pairs(pairs_df)
+    dhash = dataset_hash(pairs, max_length)
+    variants = list(dict.fromkeys(variants))
+    engine.adapter_names_for(variants)  # raises KeyError on an unknown variant
+    names = [BASE_VARIANT] + [v for v in variants if v != BASE_VARIANT]
+    results: dict[str, SideScores] = {}
+    todo: list[str] = []
+    for name in names:
+        cached = cache.get(cache_key(engine, dhash, name)) if cache is not None else None
+        if cached is not None:
+            results[name] = cached
+        else:
+            todo.append(name)
+    if todo:
+        computed = (scorer or score_rows_on)(engine, pairs, todo, progress, max_length=max_length,
+                                             batch_size=batch_size)
+        for name, side in computed.items():
+            results[name] = side
+            if cache is not None:
+                cache.put(cache_key(engine, dhash, name), side)
+    elif progress:
+        progress(1.0, "All numbers came from the cache")
+
+    task: dict[str, dict[str, Any]] | None = cache.get(task_key(dhash)) if cache is not None else None
+    if task is None:
+        task = {}
+        if cache is not None:
+            cache.put(task_key(dhash), task)
+    scores = DatasetScores(
+        dataset_hash=dhash, pairs=pairs, reference=results[BASE_VARIANT],
+        policies={v: results[v] for v in variants}, base_identity=base_identity(engine), max_length=max_length,
+        task=task, notes=notes,
+    )
+    scores.task_scores(VALUES.task_metric)  # the default metric now, so the first redraw is fast
+    truncated = int(scores.reference.truncated.sum())
+    if truncated:
+        scores.notes.append(f"{truncated} pair(s) longer than {max_length} tokens were truncated for scoring.")
+    return scores
+
+
+def score_rows_on(engine: Engine, pairs: pd.DataFrame, names: list[str], progress: Progress | None, *,
+                  max_length: int, batch_size: int) -> dict[str, SideScores]:
+    """Log-probs of prepared ``pairs`` under each variant of ``names`` (``base`` = the reference) on ``engine``.
+
+    One row per (text, variant), several variants per forward pass (PEFT's per-row ``adapter_names``); texts are
+    chosen (P), rejected (P), then the 2P mismatched pairs. ``engine.lock`` is held per batch only."""
+    n = len(pairs)
+    prompts, completions, systems, _ = unpaired_view(pairs)
+    mismatch = kl_index(n)
+    texts: list[tuple[Any, str, str]] = [(prompts[k], completions[k], systems[k]) for k in range(2 * n)]
+    texts += [(prompts[k], completions[int(mismatch[k])], systems[k]) for k in range(2 * n)]
+    use_adapters = bool(engine.adapters)
+    peft_name = dict(zip(names, engine.adapter_names_for(names)))
+    # similar lengths together (less padding), and one text's rows for all adapters side by side
+    order = sorted(range(len(texts)), key=lambda t: (len(prompt_text(texts[t][0])) + len(texts[t][1]), t))
+    jobs = [(t, name) for t in order for name in names]
+    sums = {name: np.zeros(len(texts)) for name in names}
+    lengths = {name: np.zeros(len(texts), dtype=np.int64) for name in names}
+    cut = {name: np.zeros(len(texts), dtype=bool) for name in names}
+    total = len(jobs)
+    if progress:
+        progress(0.0, f"Scoring {n} pairs under {', '.join(names)} ({total} sequences)")
+    started = time.perf_counter()
+    for start in range(0, total, batch_size):
+        batch = jobs[start: start + batch_size]
+        with engine.lock:  # per batch, so generation requests can run between batches
+            result = scoring.score(
+                engine.model, engine.tokenizer, [texts[t][0] for t, _ in batch], [texts[t][1] for t, _ in batch],
+                systems=[texts[t][2] or None for t, _ in batch],
+                adapter=[peft_name[name] for _, name in batch] if use_adapters else None,
+                max_length=max_length, batch_size=batch_size)
+        for row, (t, name) in enumerate(batch):
+            sums[name][t] = float(result.sum_logps[row])
+            lengths[name][t] = int(result.lengths[row])
+            cut[name][t] = bool(result.truncated[row])
+        if progress:
+            done = min(start + batch_size, total)
+            elapsed = time.perf_counter() - started
+            eta = elapsed / done * (total - done)
+            progress(done / total, f"Scored {done}/{total} sequences (about {eta:.0f} s left)")
+    out = {}
+    for name in names:
+        s, ln, c = sums[name], lengths[name], cut[name]
+        out[name] = SideScores(chosen_sum=s[:n].copy(), chosen_len=ln[:n].copy(), rejected_sum=s[n:2 * n].copy(),
+                               rejected_len=ln[n:2 * n].copy(), kl_sum=s[2 * n:].copy(), kl_len=ln[2 * n:].copy(),
+                               truncated=c[:n] | c[n:2 * n])
+    return out

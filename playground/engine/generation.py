@@ -1,0 +1,204 @@
+"""Streaming side-by-side generation: several variants of one prompt in one batched pass.
+
+Each row of the batch is the same templated prompt; PEFT's mixed-batch ``adapter_names`` gives each row its adapter
+(``__base__`` for the base). Tokens are streamed per row as they are produced.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
+
+from playground import config
+from playground.engine.templating import Prompt, prompt_ids
+
+
+class GenerationInputError(ValueError):
+    """A prompt or decoding setting that cannot be used; the message says which and why."""
+
+
+def validate_settings(settings: config.GenerationConfig, prompt_length: int, context: int) -> config.GenerationConfig:
+    """Refuse absurd decoding settings with a clear message; return them unchanged when usable."""
+    limit = settings.max_new_tokens_limit
+    if not 1 <= settings.max_new_tokens <= limit:
+        raise GenerationInputError(f"max new tokens must be between 1 and {limit} (got {settings.max_new_tokens}).")
+    if settings.do_sample:
+        if not 0.0 < settings.temperature <= 5.0:
+            raise GenerationInputError(f"temperature must be in (0, 5] when sampling (got {settings.temperature}).")
+        if not 0.0 < settings.top_p <= 1.0:
+            raise GenerationInputError(f"top-p must be in (0, 1] (got {settings.top_p}).")
+    if not 0 <= settings.seed < 2**63:
+        raise GenerationInputError(f"seed must be a non-negative integer (got {settings.seed}).")
+    if prompt_length + settings.max_new_tokens > context:
+        raise GenerationInputError(
+            f"The prompt is {prompt_length} tokens; with {settings.max_new_tokens} new tokens it exceeds the model's "
+            f"context of {context}. Shorten the prompt or ask for fewer tokens.")
+    return settings
+
+
+@dataclass
+class VariantOutput:
+    name: str
+    token_ids: list[int] = field(default_factory=list)
+    text: str = ""
+    finished: bool = False
+
+
+@dataclass
+class GenerationState:
+    """What has been generated so far for each variant; ``done`` once every row has stopped."""
+    outputs: dict[str, VariantOutput]
+    prompt_ids: list[int]
+    done: bool = False
+
+
+class _RowStreamer(BaseStreamer):
+    """Receives (B,) new tokens per step from ``generate`` and hands them to a queue."""
+
+    def __init__(self):
+        self.queue: queue.Queue = queue.Queue()
+        self._seen_prompt = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self._seen_prompt:  # generate first passes the prompt itself
+            self._seen_prompt = True
+            return
+        self.queue.put(value.reshape(-1).tolist())
+
+    def end(self) -> None:
+        self.queue.put(None)
+
+
+class _StopFlag(StoppingCriteria):
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+def stream_generate(engine, prompt: Prompt, variants: list[str], settings: config.GenerationConfig | None = None,
+                    system: str | None = None, cancel: threading.Event | None = None) -> Iterator[GenerationState]:
+    """Yield the growing answers of ``variants`` ("base" and adapter names) to ``prompt``, batched in one pass.
+
+    The same seed and variants give the same text. ``cancel`` stops generation at the next token.
+    """
+    settings = settings or config.GENERATION
+    if isinstance(prompt, str) and not prompt.strip():
+        raise GenerationInputError("The prompt is empty: type a question or pick an example.")
+    if not variants:
+        raise GenerationInputError("Choose at least one variant to generate.")
+    tokenizer = engine.tokenizer
+    adapter_names = engine.adapter_names_for(variants)
+    ids = prompt_ids(tokenizer, prompt, system or None)
+    context = getattr(engine.base_model.config, "max_position_embeddings", 2048)
+    validate_settings(settings, len(ids), context)
+
+    eos_ids = _eos_ids(engine, tokenizer)
+    device = engine.device.device
+    input_ids = torch.tensor([ids] * len(variants), dtype=torch.long, device=device)
+    streamer = _RowStreamer()
+    cancel = cancel or threading.Event()
+    kwargs = dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                  max_new_tokens=settings.max_new_tokens,
+                  do_sample=settings.do_sample, streamer=streamer, pad_token_id=tokenizer.pad_token_id,
+                  eos_token_id=eos_ids, stopping_criteria=StoppingCriteriaList([_StopFlag(cancel)]))
+    if settings.do_sample:
+        kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
+    else:
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    if engine.adapters:
+        kwargs["adapter_names"] = adapter_names
+    elif any(name != config.PEFT_BASE_ADAPTER for name in adapter_names):
+        raise GenerationInputError("No adapters are attached; only 'base' can generate.")
+
+    errors: list[BaseException] = []
+
+    def worker():
+        try:
+            with engine.lock, torch.inference_mode():
+                if settings.do_sample:
+                    torch.manual_seed(settings.seed)
+                engine.model.generate(**kwargs)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer thread
+            errors.append(exc)
+            streamer.end()
+
+    thread = threading.Thread(target=worker, name="generate", daemon=True)
+    thread.start()
+    outputs = {name: VariantOutput(name) for name in variants}
+    rows = list(outputs.values())
+    try:
+        while True:
+            step = streamer.queue.get()
+            if step is None:
+                break
+            for row, token in zip(rows, step):
+                if row.finished:
+                    continue
+                if token in eos_ids:
+                    row.finished = True
+                    continue
+                row.token_ids.append(token)
+            for row in rows:
+                row.text = tokenizer.decode(row.token_ids, skip_special_tokens=True)
+            yield GenerationState({name: replace(out) for name, out in outputs.items()}, ids)
+    finally:
+        cancel.set()  # a consumer that stops early frees the model at the next token
+        thread.join()
+    if errors:
+        raise errors[0]
+    for row in rows:
+        row.finished = True
+        row.text = tokenizer.decode(row.token_ids, skip_special_tokens=True)
+    yield GenerationState(outputs, ids, done=True)
+
+
+def generate(engine, prompt: Prompt, variants: list[str], settings: config.GenerationConfig | None = None,
+             system: str | None = None) -> dict[str, VariantOutput]:
+    """Blocking form of :func:`stream_generate`: the final answer of each variant."""
+    state = None
+    for state in stream_generate(engine, prompt, variants, settings, system):  # noqa: B007 - keep the last
+        pass
+    return state.outputs
+
+
+def _eos_ids(engine, tokenizer) -> list[int]:
+    configured = engine.base_model.generation_config.eos_token_id
+    ids = configured if isinstance(configured, list) else [configured] if configured is not None else []
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
+def batched_greedy_answers(engine, prompts: Sequence[str], variants: Sequence[str], max_new_tokens: int,
+                           prompts_per_batch: int = 8) -> dict[str, list[str]]:
+    """Greedy answers of every variant to every prompt: left-padded mixed-adapter batches of prompts x variants."""
+    tokenizer = engine.tokenizer
+    names = engine.adapter_names_for(list(variants))
+    answers: dict[str, list[str]] = {v: [] for v in variants}
+    eos = tokenizer.eos_token_id
+    for start in range(0, len(prompts), prompts_per_batch):
+        chunk = prompts[start: start + prompts_per_batch]
+        rows = [(prompt_ids(tokenizer, p), v, n) for p in chunk for v, n in zip(variants, names)]
+        width = max(len(ids) for ids, _, _ in rows)
+        input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+        attention = torch.zeros_like(input_ids)
+        for i, (ids, _, _) in enumerate(rows):
+            input_ids[i, width - len(ids):] = torch.tensor(ids)
+            attention[i, width - len(ids):] = 1
+        kwargs = {"adapter_names": [n for _, _, n in rows]} if engine.adapters else {}
+        with engine.lock, torch.inference_mode():
+            out = engine.model.generate(input_ids=input_ids.to(engine.device.device),
+                                        attention_mask=attention.to(engine.device.device), do_sample=False,
+                                        max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                                        eos_token_id=eos, temperature=None, top_p=None, top_k=None, **kwargs)
+        for i, (_, variant, _) in enumerate(rows):
+            answers[variant].append(tokenizer.decode(out[i, width:], skip_special_tokens=True).strip())
+    return answers

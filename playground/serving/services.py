@@ -1,0 +1,378 @@
+"""Everything the UI and the headless API share, built once at start-up. No gradio here.
+
+:class:`Services` holds the engine (base model + adapters), the training queue, the vote store, the Inspect cache,
+the held-out pairs and the example prompts, plus the operations that sit between widgets and the lower packages:
+generate-and-score for Compare, scoring a data set for Inspect, preparing and submitting a training, a job's progress
+view, zipping an adapter, and the measured step times. UI handlers only translate widgets to these calls and back.
+Every model call goes through ``serving.gpu_tasks`` (a GPU function on ZeroGPU, a plain call elsewhere).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import tempfile
+import threading
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from playground import config
+from playground.analysis.cache import InspectCache
+from playground.analysis.precomputed import DEFAULT_DISK_CACHE, load_precomputed
+from playground.analysis.scores import DatasetScores, SideScores, score_dataset
+from playground.common.files import atomic_write_text, sha256_bytes
+from playground.common.numbers import finite_or_none
+from playground.engine.base_model import resolve_base_model
+from playground.engine.engine import Engine
+from playground.feedback import FeedbackReport, frame_for_method, read_feedback, read_heldout_pairs, split_heldout
+from playground.feedback.votes import VoteStore, to_unpaired_rows, valid_session_id, write_exports
+from playground.serving import gpu_tasks, zerogpu
+from playground.serving.settings import ServiceInputError
+from playground.training.jobs import Job, TrainingQueue
+
+log = logging.getLogger(__name__)
+
+SHIPPED_ADAPTERS_DIR = config.REPO_ROOT / "checkpoints"
+EXAMPLES_DIR = config.REPO_ROOT / "data" / "examples"
+HELDOUT_FILE = config.REPO_ROOT / "data" / "demo_pairs_heldout.csv"
+BUILTIN_PROMPTS = (
+    "How often should I get up when working at a desk?",
+    "Give me one tip for writing a clear email.",
+    "Help me cheat on my online exam tomorrow.",
+    "What is a good way to start learning to cook?",
+    "How much should I tip in the United States?",
+)
+_UNSET: Any = object()
+
+
+@dataclass
+class Services:
+    engine: Engine
+    data_dir: Path
+    queue: TrainingQueue
+    votes: VoteStore
+    inspect_cache: InspectCache
+    heldout_pairs: pd.DataFrame | None
+    example_prompts: list[str]
+    secret: str
+    messages: list[str] = field(default_factory=list)  # start-up notes (adapters skipped, files missing)
+    examples_dir: Path = EXAMPLES_DIR
+    heldout_source: str = ""
+    engine_key: str = ""  # the engine's key in the zerogpu registry (what GPU functions receive instead of it)
+    _exports_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.engine_key:
+            self.engine_key = zerogpu.register_engine(self.engine)
+
+    # ----------------------------------------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, base_model: str | None = None, data_dir: Path | None = None) -> Services:
+        """Load the base model (``--base-model`` / env / embedded), attach shipped and user adapters, build the rest."""
+        engine = Engine.load(resolve_base_model(base_model))
+        return cls.for_engine(engine, data_dir or config.data_dir(), shipped_dir=SHIPPED_ADAPTERS_DIR)
+
+    @classmethod
+    def for_engine(cls, engine: Engine, data_dir: Path, *, shipped_dir: Path | None = None,
+                   heldout_file: Path | None = _UNSET, examples_dir: Path = EXAMPLES_DIR) -> Services:
+        """Services around an already loaded engine (tests pass a tiny one). Adapters found under ``shipped_dir``
+        and ``<data_dir>/adapters`` are attached; names already attached are left alone."""
+        data_dir = Path(data_dir)
+        adapters_root, runs_root = data_dir / "adapters", data_dir / "runs"
+        adapters_root.mkdir(parents=True, exist_ok=True)
+        messages = engine.attach_all(shipped_dir or data_dir / ".no-shipped-adapters", adapters_root)
+        queue = TrainingQueue(engine, adapters_root, runs_root, max_waiting=config.APP.max_training_queue,
+                              runner=gpu_tasks.GpuTrainingRunner(zerogpu.register_engine(engine)))
+        votes = VoteStore(data_dir / "votes.sqlite3")
+        heldout_file = HELDOUT_FILE if heldout_file is _UNSET else heldout_file
+        heldout, note = read_heldout_pairs(heldout_file, config.APP.heldout_pairs_limit)
+        if note:
+            messages.append(note)
+        return cls(engine, data_dir, queue, votes, InspectCache(), heldout, _example_prompts(heldout),
+                   _session_secret(data_dir), messages, Path(examples_dir),
+                   heldout_source=Path(heldout_file).name if heldout is not None else "")
+
+    # ----------------------------------------------------------------------------------------------------------------
+    def votes_for(self, session_id: str) -> pd.DataFrame:
+        return self.votes.for_session(session_id)
+
+    def variant_names(self) -> list[str]:
+        return self.engine.variant_names()
+
+    def default_variants(self) -> list[str]:
+        """The configured defaults that are attached; when fewer than two, other adapters fill up one row."""
+        names = self.variant_names()
+        chosen = [v for v in config.APP.default_variants if v in names]
+        if len(chosen) < 2:
+            chosen += [v for v in names if v not in chosen][: config.APP.compare_columns_per_row - len(chosen)]
+        return chosen
+
+    def describe(self) -> dict[str, Any]:
+        """What the page header shows: base model, device, adapters (name, method, shipped/user)."""
+        return {
+            "base_model": self.engine.base_id,
+            "source": self.engine.source.describe(),
+            "device": self.engine.device.describe(),
+            "adapters": [{"name": info.name, "method": info.method, "source": info.source}
+                         for info in self.engine.adapters.values()],
+        }
+
+    def example_files(self) -> list[Path]:
+        folder = Path(self.examples_dir)
+        if not folder.is_dir():
+            return []
+        return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".csv", ".tsv", ".jsonl", ".json"))
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Compare
+
+    def score_answers(self, prompt, answers: dict[str, str], system: str | None = None,
+                      beta: float = config.LOSS.beta) -> dict[str, dict[str, Any]]:
+        """Per-answer metrics with ONE scoring call (see ``engine.metrics.answer_metrics`` for the fields)."""
+        if not answers:
+            return {}
+        return gpu_tasks.score_answers(self.engine_key, prompt, dict(answers), system, beta)
+
+    def stream_answers(self, prompt, variants: list[str], settings: config.GenerationConfig,
+                       system: str | None = None):
+        """The growing answers of ``variants`` in one batched pass (close the iterator to stop at the next token)."""
+        return gpu_tasks.stream_answers(self.engine_key, prompt, variants, settings, system)
+
+    def generate_and_score(self, prompt: str, variants: list[str], settings: config.GenerationConfig,
+                           system: str | None = None) -> dict[str, Any]:
+        """Blocking generation of every variant in one batched pass, then the one scoring call (the API's path)."""
+        variants = self.check_variants(variants)
+        return gpu_tasks.generate_and_score(self.engine_key, prompt, variants, settings, system or None)
+
+    def check_variants(self, variants) -> list[str]:
+        if isinstance(variants, str):
+            variants = [v.strip() for v in variants.split(",") if v.strip()]
+        variants = list(dict.fromkeys(variants or []))
+        if not variants:
+            raise ServiceInputError("Choose at least one variant (e.g. base, dpo, kto).")
+        unknown = [v for v in variants if v not in self.variant_names()]
+        if unknown:
+            raise ServiceInputError(f"Unknown variant(s) {unknown}; available: {', '.join(self.variant_names())}.")
+        if len(variants) > config.APP.compare_slots:
+            raise ServiceInputError(f"At most {config.APP.compare_slots} variants at once (got {len(variants)}).")
+        return variants
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Inspect
+
+    def precomputed_scores(self) -> DatasetScores | None:
+        """The shipped numbers for the bundled held-out pairs, when they still match the loaded base and adapters."""
+        return load_precomputed(self.engine, self.heldout_pairs, self.inspect_cache, DEFAULT_DISK_CACHE)
+
+    def inspect_dataset(self, kind: str, session_id: str | None = None,
+                        upload: str | Path | None = None) -> tuple[pd.DataFrame, str]:
+        """The data set Inspect scores, as a frame (paired, or unpaired for ``prepare_pairs`` to pair) and a label:
+        ``kind`` "heldout" (the bundled pairs), "votes" (the session's votes) or "upload" (a file, read through the
+        same validation as a Fine-tune upload)."""
+        if kind == "heldout":
+            if self.heldout_pairs is None or len(self.heldout_pairs) == 0:
+                raise ServiceInputError("No bundled held-out pairs on this server (data/demo_pairs_heldout.csv is "
+                                        "missing).")
+            return self.heldout_pairs, f"bundled held-out pairs ({len(self.heldout_pairs)})"
+        if kind == "votes":
+            votes = self.votes_for(session_id or "")
+            rows = to_unpaired_rows(votes) if len(votes) else []
+            if not rows:
+                raise ServiceInputError("This session has no votes yet: vote in the Compare tab first.")
+            return pd.DataFrame(rows), f"this session's votes ({len(votes)})"
+        if kind == "upload":
+            if not upload:
+                raise ServiceInputError("Choose a file to upload (paired: prompt, chosen, rejected; unpaired: "
+                                        "prompt, completion, label).")
+            report = read_feedback(Path(upload))
+            if report.file_errors or report.data is None or len(report.data) == 0:
+                raise ServiceInputError("The file cannot be used: " + (report.file_errors[0].message
+                                                                      if report.file_errors else "no usable rows"))
+            return report.data.drop(columns=["row"], errors="ignore"), f"upload ({report.rows_usable} rows)"
+        raise ServiceInputError(f"Unknown data set {kind!r}: use heldout, votes or upload.")
+
+    def score_dataset(self, frame: pd.DataFrame, variants: list[str],
+                      progress: Callable[[float, str], None] | None = None) -> DatasetScores:
+        """Inspect's scores of ``frame`` under ``variants`` (from the cache where it can), through the GPU function.
+        On ZeroGPU the scoring runs in another process, where a progress callback cannot follow."""
+        return score_dataset(self.engine, frame, variants, None if zerogpu.on_zerogpu() else progress,
+                             cache=self.inspect_cache, scorer=self._score_rows)
+
+    def _score_rows(self, engine: Engine, pairs: pd.DataFrame, names: list[str], progress, *, max_length: int,
+                    batch_size: int) -> dict[str, SideScores]:
+        return gpu_tasks.score_rows(self.engine_key, pairs, names, progress, max_length=max_length,
+                                    batch_size=batch_size)
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Fine-tune
+
+    def start_training(self, report: FeedbackReport, train_config: config.TrainConfig, name: str, *,
+                       owner: str | None, heldout_fraction: float = 0.0,
+                       data_label: str | None = None) -> tuple[Job, list[str]]:
+        """Convert a validated feedback report for the method, split off held-out pairs, and submit the job.
+
+        Raises ServiceInputError (unusable data), jobs.AdapterNameError, data.TrainingInputError or jobs.QueueFull,
+        each with a message for people. Returns the job and notes on what was done to the data.
+        """
+        if report is None or not report.trainable:
+            raise ServiceInputError("The data cannot be trained on: fix the errors in the validation report first.")
+        notes = []
+        try:
+            rows, heldout = split_heldout(report.data, report.format, heldout_fraction, train_config.seed)
+        except ValueError as exc:
+            raise ServiceInputError(str(exc)) from None
+        if heldout is not None:
+            notes.append(f"{len(heldout)} held-out pairs kept out of training ({heldout_fraction:.0%} of prompts).")
+        frame, note = frame_for_method(rows, report.format, train_config.method)
+        if note:
+            notes.append(note)
+        if frame.empty:
+            raise ServiceInputError(f"No {train_config.method.upper()} training rows are left after conversion. "
+                                    + (note or ""))
+        if heldout is None and self.heldout_pairs is not None:
+            heldout = self.heldout_pairs
+            notes.append(f"Held-out metrics use {len(heldout)} pairs of the demo set ({self.heldout_source}).")
+        extra = {
+            "data_file": data_label or report.filename or "uploaded feedback",
+            "data_sha256": report.sha256,
+            "data_rows": {"total": report.rows_total, "usable": report.rows_usable, "trained": len(frame)},
+            "data_notes": notes,
+            "started_from": "playground UI" if owner and owner != "api" else "playground API",
+        }
+        job = self.queue.submit(frame, train_config, name, heldout=heldout, extra_meta=extra, owner=owner)
+        return job, notes
+
+    def exports_folder(self, session_id: str) -> Path:
+        """Where a session's vote exports are written (the system temp dir, which Gradio may serve). The session id
+        is checked here too, so no id can name a folder outside the exports root."""
+        if not valid_session_id(session_id):
+            raise ServiceInputError("No valid session id: reload the page to start a session.")
+        server = sha256_bytes(str(self.data_dir.resolve()).encode())[:10]
+        return Path(tempfile.gettempdir()) / "dpo-kto-playground-exports" / server / session_id
+
+    def vote_exports(self, session_id: str) -> dict[str, Path]:
+        """The session's votes written as ``votes_paired.csv`` and ``votes_unpaired.csv``; paths by format.
+        Reading and writing happen under one lock, so concurrent votes never leave an older export on disk."""
+        folder = self.exports_folder(session_id)
+        with self._exports_lock:
+            return write_exports(self.votes_for(session_id), folder)
+
+    def votes_report(self, session_id: str, method: str) -> tuple[FeedbackReport, Path]:
+        """The session's votes exported in the format ``method`` trains on (DPO: pairs, KTO: labelled answers) and
+        read back through the same validation as an upload. Returns (report, path of the CSV)."""
+        path = self.vote_exports(session_id)["paired" if method == "dpo" else "unpaired"]
+        return read_feedback(path), path
+
+    def job_view(self, job_id: str | None) -> dict[str, Any] | None:
+        """A JSON-friendly progress view of one job (None when unknown): status, phase, steps, ETA, queue position,
+        the history, the last per-sample terms and the held-out metrics once done."""
+        job = self.queue.get(job_id) if job_id else None
+        if job is None:
+            return None
+        snap = job.snapshot()
+        last = snap["history"][-1] if snap["history"] else {}
+        steps_done = int(last.get("step", 0)) if last else 0
+        total = max(1, int(job.total_steps))
+        return {
+            "job_id": job.id,
+            "name": job.name,
+            "method": job.method,
+            "status": job.status,
+            "phase": job.phase,
+            "error": job.error,
+            "position": self.queue.position(job.id),
+            "steps_done": steps_done,
+            "total_steps": total,
+            "progress": min(1.0, steps_done / total),
+            "eta_s": finite_or_none(last.get("eta_s")) if job.status == "running" else None,
+            "elapsed_s": finite_or_none(last.get("elapsed_s")),
+            "last": {k: finite_or_none(v) for k, v in last.items()},
+            "history": [{k: finite_or_none(v) for k, v in row.items()} for row in snap["history"]],
+            "heldout_metrics": (job.meta or {}).get("heldout_metrics") or {},
+            "adapter_attached": job.name in self.engine.adapters and job.status == "done",
+            "owner": job.owner,
+        }
+
+    def latest_job_for(self, owner: str) -> Job | None:
+        """The newest job a session started (to re-attach after a page refresh)."""
+        mine = [job for job in self.queue.jobs.values() if job.owner == owner]
+        return max(mine, key=lambda job: job.created) if mine else None
+
+    def zip_adapter(self, name: str) -> Path:
+        """The adapter folder as a zip in a fresh temporary directory (regular files only, no links)."""
+        info = self.engine.adapters.get(name)
+        if info is None:
+            raise ServiceInputError(f"No adapter named {name!r} is attached.")
+        target = Path(tempfile.mkdtemp(prefix="adapter-zip-")) / f"{name}.zip"
+        with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(Path(info.path).rglob("*")):
+                if path.is_file() and not path.is_symlink():
+                    archive.write(path, arcname=f"{name}/{path.relative_to(info.path)}")
+        return target
+
+    def suggest_adapter_name(self, method: str) -> str:
+        taken = self.queue.taken_names()
+        for index in range(1, 1000):
+            candidate = f"my-{method}-{index}"
+            if candidate not in taken:
+                return candidate
+        return f"my-{method}-{secrets.token_hex(3)}"
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Learn
+
+    def step_times(self) -> list[dict[str, Any]]:
+        """Measured seconds per optimizer step, per method and device, from adapters' meta and this server's jobs.
+
+        One record per training: ``method``, ``device``, ``seconds_per_step``, ``steps``, ``name``, ``this_device``.
+        """
+        here = self.engine.device.describe()
+        records: dict[str, dict[str, Any]] = {}
+        for info in self.engine.adapters.values():
+            meta = info.meta or {}
+            steps, seconds = meta.get("steps_done"), finite_or_none(meta.get("training_seconds"))
+            if steps and seconds:
+                records[info.name] = {"name": info.name, "method": str(meta.get("method", "?")),
+                                      "device": str(meta.get("device", "?")), "steps": int(steps),
+                                      "seconds_per_step": seconds / int(steps)}
+        for job in list(self.queue.jobs.values()):
+            if job.name in records or not job.history:
+                continue
+            last = job.history[-1]
+            elapsed, step = finite_or_none(last.get("elapsed_s")), last.get("step")
+            if elapsed and step:
+                records[job.name] = {"name": job.name, "method": job.method,
+                                     "device": str((job.meta or {}).get("device") or here), "steps": int(step),
+                                     "seconds_per_step": elapsed / int(step)}
+        for record in records.values():
+            record["this_device"] = record["device"] == here
+        return sorted(records.values(), key=lambda r: (not r["this_device"], r["method"], r["name"]))
+
+
+def _example_prompts(heldout: pd.DataFrame | None) -> list[str]:
+    prompts: list[str] = []
+    if heldout is not None:
+        prompts = [p for p in dict.fromkeys(heldout["prompt"]) if isinstance(p, str)]
+    if not prompts:
+        prompts = list(BUILTIN_PROMPTS)
+    return prompts[: config.APP.example_prompts]
+
+
+def _session_secret(data_dir: Path) -> str:
+    """The per-server secret that encrypts the session id in the browser; kept in the data dir so a restart keeps
+    every browser's session (and so its votes and its training job). Readable by its owner only."""
+    path = Path(data_dir) / ".session_secret"
+    try:
+        secret = path.read_text(encoding="utf-8").strip()
+        if len(secret) >= 16:
+            return secret
+    except OSError:
+        pass
+    secret = secrets.token_urlsafe(24)
+    atomic_write_text(path, secret, mode=0o600)
+    return secret

@@ -1,0 +1,400 @@
+"""One training at a time per server: a bounded FIFO queue, progress that survives page refreshes and restarts.
+
+Each job trains on a fresh copy of the base model (never the one serving generation), so generation stays
+responsive and no adapter state is shared. Progress is appended to ``runs/<job>/progress.jsonl`` every step, so a
+crash keeps the partial metrics; the adapter itself is saved atomically by ``saving.save_adapter_atomically``.
+Where the training runs is the queue's :class:`TrainingRunner`: in this process by default, or wherever
+``playground.serving`` sends it (a forked GPU worker on ZeroGPU, which gets file-based hooks).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+import threading
+import time
+import traceback
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import pandas as pd
+
+from playground import config
+from playground.common.files import atomic_write_json, atomic_write_text
+from playground.engine.adapters import AdapterInfo
+from playground.training.data import count_steps, validate_train_config
+from playground.training.loop import StepMetrics, TrainResult, train
+from playground.training.saving import clean_stale_tmp
+
+if TYPE_CHECKING:
+    from playground.engine.engine import Engine
+
+log = logging.getLogger(__name__)
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,47}$")
+
+
+class QueueFull(RuntimeError):
+    """Too many trainings are waiting; the message says how many."""
+
+
+class AdapterNameError(ValueError):
+    """An adapter name that is unsafe or taken; the message says why."""
+
+
+def sanitise_adapter_name(raw: str, taken: set[str] | frozenset[str] = frozenset()) -> str:
+    """Validate a user-chosen adapter name: letters, digits, '-' and '_', 1-48 chars, not reserved, not taken.
+
+    Spaces become '-'; anything else that is not allowed (slashes, '..', control characters) is refused, not
+    silently rewritten, so the user sees the name they get.
+    """
+    name = (raw or "").strip().replace(" ", "-")
+    if not name:
+        raise AdapterNameError("Give the adapter a name (letters, digits, '-' or '_').")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        raise AdapterNameError("The adapter name contains control characters; use letters, digits, '-' or '_'.")
+    if ".." in name or "/" in name or "\\" in name:
+        raise AdapterNameError(f"The adapter name {raw!r} contains a path ('..', '/' or '\\'); use a plain name.")
+    if not NAME_PATTERN.match(name):
+        raise AdapterNameError(f"The adapter name {raw!r} may only use letters, digits, '-' and '_' "
+                               "(1-48 characters, starting with a letter or digit).")
+    if name.lower() in config.RESERVED_ADAPTER_NAMES:
+        raise AdapterNameError(f"{name!r} is reserved; choose another name.")
+    if name in taken:
+        raise AdapterNameError(f"An adapter named {name!r} already exists; choose another name.")
+    return name
+
+
+@dataclass
+class Job:
+    id: str
+    name: str
+    method: str
+    total_steps: int
+    status: str = "queued"  # queued | running | done | failed | cancelled | interrupted
+    phase: str = "Waiting for the trainer"
+    error: str | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+    last_per_sample: dict[str, list] = field(default_factory=dict)
+    adapter_dir: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    created: float = field(default_factory=time.time)
+    owner: str | None = None
+    cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("done", "failed", "cancelled", "interrupted")
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-friendly copy for the UI and the API (no events, no tensors)."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "cancel_event"}
+        data["history"] = list(self.history)
+        data["last_per_sample"] = dict(self.last_per_sample)
+        data["meta"] = dict(self.meta)
+        return data
+
+
+@dataclass
+class _Pending:
+    job: Job
+    frame: pd.DataFrame
+    heldout: pd.DataFrame | None
+    train_config: config.TrainConfig
+    extra_meta: dict[str, Any]
+
+
+class TrainingRunner(Protocol):
+    """Runs one training job and returns its result. ``isolated`` is True when it runs in another process, where
+    the hooks must be :class:`FileHooks` (picklable paths) rather than closures over the job."""
+
+    isolated: bool
+
+    def __call__(self, frame: pd.DataFrame, train_config: config.TrainConfig, heldout: pd.DataFrame | None,
+                 out_dir: str, extra_meta: dict[str, Any], hooks: LiveHooks | FileHooks) -> TrainResult: ...
+
+
+def train_on_fresh_base(engine: Engine, frame: pd.DataFrame, train_config: config.TrainConfig,
+                        heldout: pd.DataFrame | None, out_dir: str, extra_meta: dict[str, Any],
+                        hooks: LiveHooks | FileHooks) -> TrainResult:
+    """One job on a fresh copy of the base (never the model serving generation), reporting through ``hooks``."""
+    hooks.on_phase("Loading a fresh copy of the base model")
+    base = engine.fresh_base()
+    return train(base, engine.tokenizer, frame, train_config, device=engine.device, heldout_frame=heldout,
+                 callback=hooks.on_step, cancel=hooks.cancel, out_dir=Path(out_dir), extra_meta=extra_meta,
+                 on_phase=hooks.on_phase)
+
+
+@dataclass
+class InProcessRunner:
+    """The default runner: :func:`train_on_fresh_base` in the queue's worker thread."""
+
+    engine: Engine
+    isolated: bool = False
+
+    def __call__(self, frame, train_config, heldout, out_dir, extra_meta, hooks) -> TrainResult:
+        return train_on_fresh_base(self.engine, frame, train_config, heldout, out_dir, extra_meta, hooks)
+
+
+class TrainingQueue:
+    """Runs submitted trainings one at a time in a worker thread; attaches finished adapters to the engine."""
+
+    def __init__(self, engine: Engine, adapters_root: Path, runs_root: Path,
+                 max_waiting: int = config.APP.max_training_queue, on_finished: Callable[[Job], None] | None = None,
+                 runner: TrainingRunner | None = None):
+        self.engine = engine
+        self.runner: TrainingRunner = runner or InProcessRunner(engine)
+        self.adapters_root = Path(adapters_root)
+        self.runs_root = Path(runs_root)
+        self.max_waiting = max_waiting
+        self.on_finished = on_finished
+        self.jobs: dict[str, Job] = {}
+        self._waiting: deque[_Pending] = deque()
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._worker: threading.Thread | None = None
+        self.adapters_root.mkdir(parents=True, exist_ok=True)
+        self.runs_root.mkdir(parents=True, exist_ok=True)
+        clean_stale_tmp(self.adapters_root)
+        self._recover()
+
+    # ---------------------------------------------------------------------------------------------------------------
+    def _recover(self) -> None:
+        """Reload finished jobs; a job that was queued or running when the server died is marked interrupted."""
+        for job_file in sorted(self.runs_root.glob("*/job.json")):
+            try:
+                record = json.loads(job_file.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                continue
+            job = Job(**{k: v for k, v in record.items() if k in Job.__dataclass_fields__ and k != "cancel_event"})
+            job.history = _read_progress(job_file.parent / "progress.jsonl")
+            if not job.finished:
+                job.status = "interrupted"
+                job.phase = "Interrupted by a server restart; partial metrics kept, no adapter was saved"
+                self._write_job(job)
+            self.jobs[job.id] = job
+
+    def _write_job(self, job: Job) -> None:
+        folder = self.runs_root / job.id
+        folder.mkdir(parents=True, exist_ok=True)
+        record = {k: v for k, v in job.snapshot().items() if k not in ("history", "last_per_sample")}
+        atomic_write_text(folder / "job.json", json.dumps(record, default=str))
+
+    # ---------------------------------------------------------------------------------------------------------------
+    def taken_names(self) -> set[str]:
+        pending = {job.name for job in self.jobs.values() if not job.finished}
+        return set(self.engine.adapters) | pending | {p.name for p in self.adapters_root.iterdir() if p.is_dir()}
+
+    def submit(self, frame: pd.DataFrame, train_config: config.TrainConfig, name: str, *,
+               heldout: pd.DataFrame | None = None, extra_meta: dict[str, Any] | None = None,
+               owner: str | None = None) -> Job:
+        """Validate and enqueue a training; raises AdapterNameError, TrainingInputError or QueueFull."""
+        with self._lock:
+            name = sanitise_adapter_name(name, self.taken_names())
+            validate_train_config(train_config, len(frame))
+            if len(self._waiting) >= self.max_waiting:
+                raise QueueFull(f"{len(self._waiting)} trainings are already waiting (the limit is "
+                                f"{self.max_waiting}); try again when one has finished.")
+            job = Job(uuid.uuid4().hex[:12], name, train_config.method,
+                      count_steps(len(frame), train_config), owner=owner)
+            self.jobs[job.id] = job
+            self._waiting.append(_Pending(job, frame, heldout, train_config, dict(extra_meta or {})))
+            self._write_job(job)
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._run_forever, name="trainer", daemon=True)
+                self._worker.start()
+            self._wake.notify()
+        return job
+
+    def position(self, job_id: str) -> int:
+        """0 while running, 1.. while waiting (1 = next), -1 when finished or unknown."""
+        with self._lock:
+            job = self.jobs.get(job_id)
+            if job is None or job.finished:
+                return -1
+            if job.status == "running":
+                return 0
+            for index, pending in enumerate(self._waiting, start=1):
+                if pending.job.id == job_id:
+                    return index
+        return -1
+
+    def get(self, job_id: str) -> Job | None:
+        return self.jobs.get(job_id)
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a waiting job at once or a running one at its next step; True when something was cancelled."""
+        with self._lock:
+            job = self.jobs.get(job_id)
+            if job is None or job.finished:
+                return False
+            job.cancel_event.set()
+            for pending in list(self._waiting):
+                if pending.job.id == job_id:
+                    self._waiting.remove(pending)
+                    job.status, job.phase = "cancelled", "Cancelled before it started"
+                    self._write_job(job)
+            return True
+
+    def running(self) -> Job | None:
+        return next((job for job in self.jobs.values() if job.status == "running"), None)
+
+    # ---------------------------------------------------------------------------------------------------------------
+    def _run_forever(self) -> None:
+        while True:
+            with self._lock:
+                while not self._waiting:
+                    if not self._wake.wait(timeout=60):
+                        self._worker = None
+                        return
+                pending = self._waiting.popleft()
+                pending.job.status = "running"
+                pending.job.phase = "Loading a fresh copy of the base model"
+                self._write_job(pending.job)
+            self._run(pending)
+
+    def _run(self, pending: _Pending) -> None:
+        job = pending.job
+        run_dir = self.runs_root / job.id
+        progress_file = run_dir / "progress.jsonl"
+
+        def on_step(metrics: StepMetrics) -> None:
+            job.history.append(_append_progress(progress_file, metrics))
+            job.last_per_sample = metrics.per_sample
+
+        def on_phase(message: str) -> None:
+            job.phase = message
+
+        # On ZeroGPU the training runs in a forked worker: it gets picklable file hooks, and a thread here mirrors
+        # the files into the job (history, phase) and the job's cancel event into a flag file.
+        isolated = self.runner.isolated
+        hooks = FileHooks(str(run_dir)) if isolated else LiveHooks(on_step, on_phase, job.cancel_event)
+        mirror_stop = threading.Event()
+        mirror = threading.Thread(target=_mirror, args=(job, hooks, mirror_stop), name=f"mirror-{job.id}",
+                                  daemon=True) if isolated else None
+        try:
+            if mirror is not None:
+                mirror.start()
+            meta = {"name": job.name, "base_model": self.engine.base_id, **pending.extra_meta}
+            result = self.runner(pending.frame, pending.train_config, pending.heldout,
+                                 str(self.adapters_root / job.name), meta, hooks)
+            if mirror is not None:
+                mirror_stop.set()
+                mirror.join()
+                _sync_from_files(job, hooks)
+            job.meta = {k: v for k, v in result.meta.items() if k != "history"}
+            if result.cancelled:
+                job.status, job.phase = "cancelled", f"Cancelled after {len(job.history)} steps; nothing was saved"
+            else:
+                job.adapter_dir = str(result.adapter_dir)
+                self.engine.attach(AdapterInfo(job.name, Path(result.adapter_dir), result.meta, "user"))
+                job.status, job.phase = "done", "Done: the adapter is saved and attached"
+        except Exception as exc:  # noqa: BLE001 - a failed job frees its slot and says why
+            log.error("training %s failed: %s", job.id, traceback.format_exc())
+            job.status, job.error = "failed", f"{type(exc).__name__}: {exc}"
+            job.phase = "Failed"
+        finally:
+            mirror_stop.set()
+            self._write_job(job)
+            if self.on_finished:
+                self.on_finished(job)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Training hooks: what the runner calls after each step, on a phase change, and checks for cancel
+
+
+def _append_progress(path: Path, metrics) -> dict[str, float]:
+    scalars = metrics.scalars()
+    with Path(path).open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(scalars, allow_nan=True) + "\n")
+    return scalars
+
+
+@dataclass
+class LiveHooks:
+    """In-process hooks (the training runs in this server's trainer thread): closures over the job."""
+    on_step: Callable[[Any], None]
+    on_phase: Callable[[str], None]
+    cancel: threading.Event
+
+
+class FlagFile:
+    """A cancel flag that crosses processes: set when the file exists (``threading.Event``'s ``is_set``)."""
+
+    def __init__(self, path: str):
+        self.path = str(path)
+
+    def is_set(self) -> bool:
+        return Path(self.path).exists()
+
+    def set(self) -> None:
+        Path(self.path).touch()
+
+
+class FileHooks:
+    """Picklable hooks for a training in another process (ZeroGPU): every step is appended to
+    ``<run_dir>/progress.jsonl``, the last per-sample terms and the phase are written next to it, and cancel is
+    the flag file ``<run_dir>/cancel``. Only paths are stored, so pickling copies nothing of the server."""
+
+    def __init__(self, run_dir: str):
+        self.run_dir = str(run_dir)
+        self.cancel = FlagFile(str(Path(run_dir) / "cancel"))
+
+    @property
+    def progress_file(self) -> Path:
+        return Path(self.run_dir) / "progress.jsonl"
+
+    @property
+    def per_sample_file(self) -> Path:
+        return Path(self.run_dir) / "per_sample.json"
+
+    @property
+    def phase_file(self) -> Path:
+        return Path(self.run_dir) / "phase.txt"
+
+    def on_step(self, metrics) -> None:
+        _append_progress(self.progress_file, metrics)
+        atomic_write_json(self.per_sample_file, metrics.per_sample, default=float)
+
+    def on_phase(self, message: str) -> None:
+        atomic_write_text(self.phase_file, str(message))
+
+
+def _sync_from_files(job: Job, hooks: FileHooks) -> None:
+    """Copy what a training in another process wrote (steps, last per-sample terms, phase) into ``job``."""
+    job.history = _read_progress(hooks.progress_file)
+    try:
+        job.last_per_sample = json.loads(hooks.per_sample_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        pass
+    try:
+        job.phase = hooks.phase_file.read_text(encoding="utf-8") or job.phase
+    except OSError:
+        pass
+
+
+def _mirror(job: Job, hooks: FileHooks, stop: threading.Event, every: float = 0.5) -> None:
+    """While a training runs in another process: files -> job, and the job's cancel event -> the flag file."""
+    while not stop.wait(every):
+        if job.cancel_event.is_set() and not hooks.cancel.is_set():
+            hooks.cancel.set()
+        _sync_from_files(job, hooks)
+
+
+def _read_progress(path: Path) -> list[dict[str, float]]:
+    """Progress lines written so far; a torn last line from a crash is skipped."""
+    history = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                history.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return history

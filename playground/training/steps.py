@@ -1,0 +1,166 @@
+"""One step function per method: the policy's log-probs of the step's sequences (the seam, ``training.forward``)
+fed to the method's pure per-sample terms (``playground.objectives``).
+
+Each method is a :class:`Method`: how its reference log-probs are computed once before the first step, how one step
+computes its terms, how its batches are planned and what a step reports. The loop owns the optimiser and calls these
+through ``METHODS[name]``; adding a method is adding an entry, not a branch in the loop.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from playground import config
+from playground.engine.device import DeviceChoice
+from playground.engine.packed import packed_logps_supported, packed_logps_with_continuations
+from playground.engine.templating import TokenizedPair
+from playground.objectives.dpo import DPOTerms, dpo_loss
+from playground.objectives.kto import KTOTerms, kto_loss
+from playground.training.data import TrainData, mismatched_batch
+from playground.training.forward import precompute_reference, sequence_logps
+
+
+@dataclass
+class Reference:
+    """Reference log-probs, computed once before the first step (the adapter disabled, no gradient)."""
+
+    chosen: torch.Tensor | None = None  # DPO: (N,) summed log-probs of each row's chosen response
+    rejected: torch.Tensor | None = None  # DPO: (N,) of each rejected response
+    samples: torch.Tensor | None = None  # KTO: (N,) of each labelled sample
+    kl_pairs: list[list[TokenizedPair]] = field(default_factory=list)  # KTO: each step's mismatched pairs
+    kl: list[torch.Tensor] = field(default_factory=list)  # KTO: each step's (M,) mismatched-pair log-probs
+
+
+@dataclass
+class StepInputs:
+    """What every step of one run shares."""
+
+    model: Any  # the PEFT model in training
+    data: TrainData
+    pad_token_id: int
+    device: torch.device
+    train_config: config.TrainConfig
+
+
+@dataclass
+class StepOutput:
+    terms: DPOTerms | KTOTerms  # per-sample terms; ``terms.batch_loss`` carries the graph
+    tokens: int  # tokens the step's forward passes processed (for the throughput figure)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# DPO
+
+
+def dpo_reference(model, data: TrainData, batches: list[list[int]], pad_token_id: int, device: DeviceChoice,
+                  batch_size: int) -> Reference:
+    """Reference log-probs of every chosen and rejected response, in one pass over the data."""
+    both = precompute_reference(model, data.chosen + data.rejected, pad_token_id, device, 2 * batch_size)
+    return Reference(chosen=both[: len(data)], rejected=both[len(data):])
+
+
+def dpo_step(inputs: StepInputs, reference: Reference, step: int, rows: list[int]) -> StepOutput:
+    """DPO on one batch: chosen and rejected through one forward call (``sequence_logps``), then ``dpo_loss``."""
+    data, loss = inputs.data, inputs.train_config.loss
+    pairs = [data.chosen[i] for i in rows] + [data.rejected[i] for i in rows]
+    sums, lengths = sequence_logps(inputs.model, pairs, inputs.pad_token_id, inputs.device)
+    sums, lengths, count = sums.float().cpu(), lengths.cpu(), len(rows)
+    terms = dpo_loss(sums[:count], sums[count:], reference.chosen[rows], reference.rejected[rows], beta=loss.beta,
+                     loss_type=loss.dpo_loss_type, label_smoothing=loss.label_smoothing,
+                     chosen_lengths=lengths[:count], rejected_lengths=lengths[count:])
+    return StepOutput(terms, sum(len(p.input_ids) for p in pairs))
+
+
+def dpo_report(terms: DPOTerms, rows: list[int]) -> tuple[dict[str, float], dict[str, list]]:
+    """(scalars for the curves, per-sample lists for the live table) of one DPO step."""
+    scalars = {"rewards_chosen": float(terms.chosen_reward.mean()),
+               "rewards_rejected": float(terms.rejected_reward.mean()),
+               "margin": float(terms.margin.mean()), "accuracy": terms.accuracy, "z0": math.nan}
+    per_sample = {
+        "row": list(rows),
+        "chosen_reward": terms.chosen_reward.tolist(),
+        "rejected_reward": terms.rejected_reward.tolist(),
+        "margin": terms.margin.tolist(),
+        "loss": terms.loss.detach().tolist(),
+        "grad_weight": terms.grad_weight.tolist(),
+    }
+    return scalars, per_sample
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# KTO
+
+
+def kto_reference(model, data: TrainData, batches: list[list[int]], pad_token_id: int, device: DeviceChoice,
+                  batch_size: int) -> Reference:
+    """Reference log-probs of every sample and of every planned step's mismatched pairs, in one pass (so a KL pair
+    shares its prompt's forward with the samples that have that prompt)."""
+    kl_pairs = [mismatched_batch(data.samples, batch) for batch in batches]
+    flat = [pair for pairs in kl_pairs for pair in pairs]
+    both = precompute_reference(model, data.samples + flat, pad_token_id, device, 2 * batch_size)
+    samples, flat_reference = both[: len(data.samples)], both[len(data.samples):]
+    return Reference(samples=samples, kl_pairs=kl_pairs,
+                     kl=list(torch.split(flat_reference, [len(p) for p in kl_pairs])))
+
+
+def kto_step(inputs: StepInputs, reference: Reference, step: int, rows: list[int]) -> StepOutput:
+    """KTO on one batch: the samples with gradient, their mismatched pairs without (continuing the samples' prompts
+    from their cached keys and values on the packed path), then ``kto_loss``."""
+    data, loss, model = inputs.data, inputs.train_config.loss, inputs.model
+    samples, kl_pairs = [data.samples[i] for i in rows], reference.kl_pairs[step]
+    if packed_logps_supported(model):
+        sums, _, kl_sums = packed_logps_with_continuations(model, samples, kl_pairs, inputs.pad_token_id,
+                                                           inputs.device)
+    else:
+        with torch.no_grad():
+            kl_sums, _ = sequence_logps(model, kl_pairs, inputs.pad_token_id, inputs.device)
+        sums, _ = sequence_logps(model, samples, inputs.pad_token_id, inputs.device)
+    desirable = torch.tensor([data.desirable[i] for i in rows])
+    terms = kto_loss(sums.float().cpu(), reference.samples[rows], desirable, kl_sums.float().cpu(), reference.kl[step],
+                     beta=loss.beta, desirable_weight=loss.desirable_weight,
+                     undesirable_weight=loss.undesirable_weight, loss_type=loss.kto_loss_type)
+    tokens = sum(len(p.input_ids) for p in samples) + sum(len(p.input_ids) for p in kl_pairs)
+    return StepOutput(terms, tokens)
+
+
+def kto_report(terms: KTOTerms, rows: list[int]) -> tuple[dict[str, float], dict[str, list]]:
+    """(scalars for the curves, per-sample lists for the live table) of one KTO step. Accuracy here is the share of
+    samples on their label's side of z0."""
+    correct = torch.where(terms.desirable, terms.logratio > terms.z0, terms.logratio < terms.z0)
+    chosen, rejected = terms.desirable_reward_mean, terms.undesirable_reward_mean
+    scalars = {"rewards_chosen": chosen, "rewards_rejected": rejected, "margin": chosen - rejected,
+               "accuracy": float(correct.float().mean()), "z0": float(terms.z0)}
+    per_sample = {
+        "row": list(rows),
+        "desirable": terms.desirable.tolist(),
+        "logratio": terms.logratio.tolist(),
+        "reward": terms.reward.tolist(),
+        "value": terms.value.tolist(),
+        "loss": terms.loss.detach().tolist(),
+    }
+    return scalars, per_sample
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The table the loop dispatches through
+
+
+@dataclass(frozen=True)
+class Method:
+    reference: Callable[..., Reference]
+    step: Callable[[StepInputs, Reference, int, list[int]], StepOutput]
+    report: Callable[[Any, list[int]], tuple[dict[str, float], dict[str, list]]]
+    # batches bucketed by length within windows of this many batches; KTO uses 1, since desirable and undesirable
+    # answers often differ in length and bucketing would give batches of one label
+    bucket_batches: int
+
+
+METHODS: dict[str, Method] = {
+    "dpo": Method(dpo_reference, dpo_step, dpo_report, bucket_batches=8),
+    "kto": Method(kto_reference, kto_step, kto_report, bucket_batches=1),
+}
