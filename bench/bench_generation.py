@@ -6,7 +6,7 @@ Wall time for N new tokens (greedy, ``min_new_tokens=N`` so every row runs exact
   engine_base   the serving engine (base with both adapters attached), one row on ``__base__``
   batched3      the engine, three rows [__base__, dpo, kto] in one pass (PEFT ``adapter_names=``): what the app does
   sequential3   the engine, the three variants one after another, one row each
-  stream3       playground.generation.generate for the three variants (streaming, decoding, EOS handling), for
+  stream3       playground.engine.generation.generate for the three variants (streaming, decoding, EOS handling), for
                 context: rows may stop early at EOS, so its token count is reported beside it
 
 Target: batched3 <= 1.3 x single. Contenders interleave (ABCDE ABCDE ...); ratios are of medians. The adapters are

@@ -29,9 +29,10 @@ import torch  # noqa: E402
 
 from playground import plots  # noqa: E402
 from playground.analysis.cache import InspectCache  # noqa: E402
+from playground.analysis.curves import kto_value_curves, pair_focus, prospect_curves  # noqa: E402
 from playground.analysis.datasets import DEFAULT_DATASET, load_heldout  # noqa: E402
 from playground.analysis.scores import DatasetScores, score_dataset  # noqa: E402
-from playground.analysis.views import Analysis, InspectSettings, analyse, kto_value_curves, pair_focus, prospect_curves  # noqa: E402
+from playground.analysis.views import InspectAnalysis, InspectSettings, analyse  # noqa: E402
 from playground.engine.base_model import BaseModelSource, ensure_embedded_checkpoint, load_tokenizer, resolve_base_model  # noqa: E402
 from playground.engine.device import DeviceChoice  # noqa: E402
 from playground.engine.engine import Engine  # noqa: E402
@@ -83,7 +84,7 @@ def median_ms(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def figures(result: Analysis, scores: DatasetScores) -> list:
+def figures(result: InspectAnalysis, scores: DatasetScores) -> list:
     focus = pair_focus(result, scores, 0)
     s, search = result.summary, result.alpha_search
     return [

@@ -2,11 +2,12 @@
 
 Identical for every contender: the model (the embedded SmolLM2-135M-Instruct, a fresh copy per run), the rows (a
 fixed random sample of the demo set, (warmup + steps) x batch rows, so every run is exactly one epoch over the same
-rows), the chat template and tokens (TRL gets conversational rows; tests/test_trl_parity.py checks the token ids are
-ours), LoRA (config.TRAIN.lora), max length, batch size, beta, learning rate, optimizer steps and device/precision.
+rows), the chat template and tokens (TRL gets conversational rows; tests/objectives/test_trl_parity.py checks the
+token ids are ours), LoRA (config.TRAIN.lora), max length, batch size, beta, learning rate, optimizer steps and
+device/precision.
 
 Contenders:
-  ours         playground.training.train: reference log-probs precomputed once, bf16 autocast where the CPU has it.
+  ours         playground.training.loop.train: reference log-probs precomputed once, bf16 autocast where the CPU has it.
   trl_fast     the fastest TRL settings found: precompute_ref_log_probs=True, gradient_checkpointing=False,
                bf16=True (autocast), no dataloader workers, sequential sampling over the rows pre-ordered into OUR
                length-bucketed batches (what group_by_length does, with the identical batches), logging once.

@@ -14,7 +14,9 @@ from playground.config import BASE_VARIANT
 if TYPE_CHECKING:
     from playground.engine.engine import Engine
 
-TASK_ENTRY = "__task__"  # the variant slot of a data set's task-metrics entry (no adapter name can start with "_")
+# the variant slots of a data set's task-metrics and reward-model entries (no adapter name can start with "_")
+TASK_ENTRY = "__task__"
+REWARD_MODEL_ENTRY = "__reward_model__"
 CacheKey = tuple[str, str, str, str]
 
 
@@ -115,3 +117,8 @@ def cache_key(engine: Engine, dhash: str, variant: str) -> CacheKey:
 def task_key(dhash: str) -> CacheKey:
     """Where a data set's task metrics (no variant involved) are kept."""
     return (dhash, TASK_ENTRY, "", "")
+
+
+def reward_model_key(engine: Engine, dhash: str) -> CacheKey:
+    """Where a data set's fitted R_phi is kept: it depends on the base's features, not on any adapter."""
+    return (dhash, REWARD_MODEL_ENTRY, base_identity(engine), "")

@@ -69,6 +69,12 @@ def prepare_pairs(df: pd.DataFrame, max_pairs: int = INSPECT.max_pairs) -> tuple
     if not {"chosen", "rejected"} <= set(columns) and {"completion", "label"} <= set(columns):
         renamed = df.rename(columns={v: k for k, v in columns.items()})
         df, stats = unpaired_to_paired(renamed)
+        if stats.pairs == 0:
+            raise ValueError(
+                f"No pairs: none of the {stats.prompts} prompts has both a desirable and an undesirable answer "
+                "(thumbs-only votes, for example). Inspect compares a chosen with a rejected answer, and so does "
+                "the reward model R_phi, which is fitted on such pairs: vote left/right better, or rate two answers "
+                "of one prompt.")
         notes.append(f"Unpaired data paired for Inspect: {stats}")
         columns = {str(c).strip().lower(): c for c in df.columns}
     missing = [c for c in ("prompt", "chosen", "rejected") if c not in columns]

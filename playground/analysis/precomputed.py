@@ -16,8 +16,16 @@ import numpy as np
 import pandas as pd
 
 from playground import config
-from playground.analysis.cache import InspectCache, adapter_file_hash, base_identity, cache_key, task_key
+from playground.analysis.cache import (
+    InspectCache,
+    adapter_file_hash,
+    base_identity,
+    cache_key,
+    reward_model_key,
+    task_key,
+)
 from playground.analysis.datasets import dataset_hash, prepare_pairs
+from playground.analysis.reward_model import RewardModelScores
 from playground.analysis.scores import DatasetScores, SideScores
 from playground.common.files import atomic_write_json
 from playground.config import BASE_VARIANT
@@ -29,7 +37,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DISK_CACHE = config.REPO_ROOT / "data" / "inspect_cache_heldout.json"
 DISK_CACHE_FORMAT = "playground-inspect-cache"
-DISK_CACHE_VERSION = 2  # 2: the reference's entry is named config.BASE_VARIANT
+DISK_CACHE_VERSION = 2  # 2: the reference's entry is named config.BASE_VARIANT; R_phi's rewards are kept
 
 
 def save_precomputed(engine: Engine, scores: DatasetScores, path: Path = DEFAULT_DISK_CACHE,
@@ -46,6 +54,7 @@ def save_precomputed(engine: Engine, scores: DatasetScores, path: Path = DEFAULT
     payload = {"format": DISK_CACHE_FORMAT, "version": DISK_CACHE_VERSION, "dataset_hash": scores.dataset_hash,
                "dataset_file": dataset_file, "n_pairs": scores.n_pairs, "base_identity": scores.base_identity,
                "max_length": scores.max_length, "variants": scores.variants, "entries": entries, "task": task,
+               "reward_model": scores.reward_model.to_json() if scores.reward_model is not None else None,
                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     return atomic_write_json(path, payload, indent=1)
 
@@ -86,6 +95,10 @@ def load_precomputed(engine: Engine, pairs_df: pd.DataFrame | None, cache: Inspe
             return None
         task = {m: {"chosen": np.asarray(d["chosen"], dtype=float), "rejected": np.asarray(d["rejected"], dtype=float),
                     "metrics": list(d["metrics"])} for m, d in payload.get("task", {}).items()}
+        reward_model = (RewardModelScores.from_json(payload["reward_model"]) if payload.get("reward_model")
+                        else None)
+        if reward_model is not None and len(reward_model.rewards) != 2 * len(pairs):
+            reward_model = None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log.warning("Ignoring unreadable Inspect cache %s: %s", path, exc)
         return None
@@ -93,6 +106,8 @@ def load_precomputed(engine: Engine, pairs_df: pd.DataFrame | None, cache: Inspe
     if cache is not None:
         for variant, side in sides.items():
             cache.put(cache_key(engine, dhash, variant), side)
+        if reward_model is not None:
+            cache.put(reward_model_key(engine, dhash), reward_model)
         existing = cache.get(task_key(dhash))
         if existing is not None:
             existing.update({m: d for m, d in task.items() if m not in existing})
@@ -102,4 +117,4 @@ def load_precomputed(engine: Engine, pairs_df: pd.DataFrame | None, cache: Inspe
     return DatasetScores(dataset_hash=dhash, pairs=pairs, reference=sides[BASE_VARIANT],
                          policies={v: sides[v] for v in variants},
                          base_identity=base_identity(engine), max_length=max_length, task=task, notes=notes,
-                         from_disk=True)
+                         from_disk=True, reward_model=reward_model)

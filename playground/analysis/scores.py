@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import pandas as pd
 
-from playground.analysis.cache import InspectCache, base_identity, cache_key, task_key
+from playground.analysis.cache import InspectCache, base_identity, cache_key, reward_model_key, task_key
 from playground.analysis.datasets import dataset_hash, kl_index, prepare_pairs, prompt_text, unpaired_view
+from playground.analysis.reward_model import RewardModelScores, fit_reward_model, reward_features_on
 from playground.config import BASE_VARIANT, SCORING, VALUES
 from playground.engine import scoring
 from playground.objectives.task_metrics import task_metric_scores
@@ -73,6 +74,7 @@ class DatasetScores:
     task: dict[str, dict[str, Any]] = field(default_factory=dict)  # metric -> {"chosen", "rejected", "metrics"}
     notes: list[str] = field(default_factory=list)
     from_disk: bool = False  # True when the numbers came from the precomputed file
+    reward_model: RewardModelScores | None = None  # R_phi of the 2P responses (None: not fitted for this data)
 
     @property
     def n_pairs(self) -> int:
@@ -111,22 +113,36 @@ def compute_task_scores(pairs: pd.DataFrame, metric: str) -> dict[str, Any]:
     return {"chosen": scores[:n], "rejected": scores[n:], "metrics": list(result.metrics)}
 
 
-class RowScorer(Protocol):
-    """What computes the log-probs of prepared pairs: :func:`score_rows_on` itself, or a wrapper that runs it where
-    the accelerator is (``serving.gpu_tasks.score_rows`` on ZeroGPU)."""
+class ModelCalls(Protocol):
+    """The two model calls Inspect makes: :func:`score_rows_on` and ``reward_model.reward_features_on`` themselves
+    (:class:`DirectCalls`), or wrappers that run them where the accelerator is (``serving`` on ZeroGPU)."""
 
-    def __call__(self, engine: Engine, pairs: pd.DataFrame, names: list[str], progress: Progress | None, *,
-                 max_length: int, batch_size: int) -> dict[str, SideScores]: ...
+    def score_rows(self, engine: Engine, pairs: pd.DataFrame, names: list[str], progress: Progress | None, *,
+                   max_length: int, batch_size: int) -> dict[str, SideScores]: ...
+
+    def reward_features(self, engine: Engine, pairs: pd.DataFrame, *, max_length: int,
+                        batch_size: int) -> np.ndarray: ...
+
+
+class DirectCalls:
+    """:class:`ModelCalls` in this process."""
+
+    def score_rows(self, engine, pairs, names, progress, *, max_length, batch_size):
+        return score_rows_on(engine, pairs, names, progress, max_length=max_length, batch_size=batch_size)
+
+    def reward_features(self, engine, pairs, *, max_length, batch_size):
+        return reward_features_on(engine, pairs, max_length=max_length, batch_size=batch_size)
 
 
 def score_dataset(engine: Engine, pairs_df: pd.DataFrame, variants: Sequence[str], progress: Progress | None = None,
-                  *, cache: InspectCache | None = None, scorer: RowScorer | None = None,
+                  *, cache: InspectCache | None = None, calls: ModelCalls | None = None,
                   max_length: int = SCORING.max_length, batch_size: int = SCORING.batch_size) -> DatasetScores:
     """Score chosen, rejected and the KTO mismatched pairs under each variant and the reference.
 
     ``pairs_df``: prompt, chosen, rejected (+ system, reference) or an unpaired frame (see ``prepare_pairs``).
     ``variants``: user-facing names (``base``, ``dpo``, ``kto``, ...); the reference is always scored. Adapters already
-    in ``cache`` are not scored again; the rest go to ``scorer`` (default :func:`score_rows_on`) in one call.
+    in ``cache`` are not scored again; the rest go to ``calls.score_rows`` in one call. The reward model R_phi is
+    fitted once per data set from ``calls.reward_features`` (see ``reward_model``) and cached too.
     ``progress(fraction, message)`` is called after each batch.
     """
     pairs, notes = prepare_pairs(pairs_df)
@@ -142,9 +158,9 @@ def score_dataset(engine: Engine, pairs_df: pd.DataFrame, variants: Sequence[str
             results[name] = cached
         else:
             todo.append(name)
+    calls = calls or DirectCalls()
     if todo:
-        computed = (scorer or score_rows_on)(engine, pairs, todo, progress, max_length=max_length,
-                                             batch_size=batch_size)
+        computed = calls.score_rows(engine, pairs, todo, progress, max_length=max_length, batch_size=batch_size)
         for name, side in computed.items():
             results[name] = side
             if cache is not None:
@@ -157,10 +173,18 @@ def score_dataset(engine: Engine, pairs_df: pd.DataFrame, variants: Sequence[str
         task = {}
         if cache is not None:
             cache.put(task_key(dhash), task)
+    reward_model = cache.get(reward_model_key(engine, dhash)) if cache is not None else None
+    if reward_model is None:
+        if progress:
+            progress(1.0, "Reading the base model's features of the answers for the reward model R_phi")
+        features = calls.reward_features(engine, pairs, max_length=max_length, batch_size=batch_size)
+        reward_model = fit_reward_model(features)
+        if cache is not None:
+            cache.put(reward_model_key(engine, dhash), reward_model)
     scores = DatasetScores(
         dataset_hash=dhash, pairs=pairs, reference=results[BASE_VARIANT],
         policies={v: results[v] for v in variants}, base_identity=base_identity(engine), max_length=max_length,
-        task=task, notes=notes,
+        task=task, notes=notes, reward_model=reward_model,
     )
     scores.task_scores(VALUES.task_metric)  # the default metric now, so the first redraw is fast
     truncated = int(scores.reference.truncated.sum())

@@ -7,7 +7,7 @@ from playground.engine.device import pick_device
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m playground.models``: prepare the embedded checkpoint and report the model/device choice."""
+    """``python -m playground.cli.prepare_model``: prepare the embedded checkpoint, report the model and device."""
     import argparse
 
     parser = argparse.ArgumentParser(description="Prepare the base model and report the device choice.")

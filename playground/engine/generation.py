@@ -1,7 +1,7 @@
 """Streaming side-by-side generation: several variants of one prompt in one batched pass.
 
 Each row of the batch is the same templated prompt; PEFT's mixed-batch ``adapter_names`` gives each row its adapter
-(``__base__`` for the base). Tokens are streamed per row as they are produced.
+(``config.PEFT_BASE_ADAPTER`` for the base). Tokens are streamed per row as they are produced.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import queue
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
@@ -17,6 +18,9 @@ from transformers.generation.streamers import BaseStreamer
 
 from playground import config
 from playground.engine.templating import Prompt, prompt_ids
+
+if TYPE_CHECKING:
+    from playground.engine.engine import Engine
 
 
 class GenerationInputError(ValueError):
@@ -83,41 +87,64 @@ class _StopFlag(StoppingCriteria):
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
-def stream_generate(engine, prompt: Prompt, variants: list[str], settings: config.GenerationConfig | None = None,
-                    system: str | None = None, cancel: threading.Event | None = None) -> Iterator[GenerationState]:
-    """Yield the growing answers of ``variants`` ("base" and adapter names) to ``prompt``, batched in one pass.
-
-    The same seed and variants give the same text. ``cancel`` stops generation at the next token.
-    """
-    settings = settings or config.GENERATION
+def _prepared_prompt(engine: Engine, prompt: Prompt, variants: list[str], settings: config.GenerationConfig,
+                     system: str | None) -> tuple[list[str], list[int]]:
+    """(PEFT adapter name per row, templated prompt ids) of a request, or GenerationInputError saying what is wrong."""
     if isinstance(prompt, str) and not prompt.strip():
         raise GenerationInputError("The prompt is empty: type a question or pick an example.")
     if not variants:
         raise GenerationInputError("Choose at least one variant to generate.")
-    tokenizer = engine.tokenizer
     adapter_names = engine.adapter_names_for(variants)
-    ids = prompt_ids(tokenizer, prompt, system or None)
-    context = getattr(engine.base_model.config, "max_position_embeddings", 2048)
-    validate_settings(settings, len(ids), context)
+    if not engine.adapters and any(name != config.PEFT_BASE_ADAPTER for name in adapter_names):
+        raise GenerationInputError("No adapters are attached; only 'base' can generate.")
+    ids = prompt_ids(engine.tokenizer, prompt, system or None)
+    validate_settings(settings, len(ids), getattr(engine.base_model.config, "max_position_embeddings", 2048))
+    return adapter_names, ids
 
-    eos_ids = _eos_ids(engine, tokenizer)
-    device = engine.device.device
-    input_ids = torch.tensor([ids] * len(variants), dtype=torch.long, device=device)
-    streamer = _RowStreamer()
-    cancel = cancel or threading.Event()
+
+def _generate_kwargs(engine: Engine, settings: config.GenerationConfig, input_ids: torch.Tensor,
+                     adapter_names: list[str], streamer: BaseStreamer, cancel: threading.Event,
+                     eos_ids: list[int]) -> dict:
+    """The keyword arguments of the one ``generate`` call: decoding settings, stop conditions, per-row adapters."""
     kwargs = dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                  max_new_tokens=settings.max_new_tokens,
-                  do_sample=settings.do_sample, streamer=streamer, pad_token_id=tokenizer.pad_token_id,
-                  eos_token_id=eos_ids, stopping_criteria=StoppingCriteriaList([_StopFlag(cancel)]))
+                  max_new_tokens=settings.max_new_tokens, do_sample=settings.do_sample, streamer=streamer,
+                  pad_token_id=engine.tokenizer.pad_token_id, eos_token_id=eos_ids,
+                  stopping_criteria=StoppingCriteriaList([_StopFlag(cancel)]))
     if settings.do_sample:
         kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
     else:
         kwargs.update(temperature=None, top_p=None, top_k=None)
     if engine.adapters:
         kwargs["adapter_names"] = adapter_names
-    elif any(name != config.PEFT_BASE_ADAPTER for name in adapter_names):
-        raise GenerationInputError("No adapters are attached; only 'base' can generate.")
+    return kwargs
 
+
+def _add_step(rows: list[VariantOutput], step: list[int], eos_ids: list[int]) -> None:
+    """One decode step's token per row; a row stops at its first end-of-sequence token."""
+    for row, token in zip(rows, step):
+        if row.finished:
+            continue
+        if token in eos_ids:
+            row.finished = True
+            continue
+        row.token_ids.append(token)
+
+
+def stream_generate(engine: Engine, prompt: Prompt, variants: list[str],
+                    settings: config.GenerationConfig | None = None, system: str | None = None,
+                    cancel: threading.Event | None = None) -> Iterator[GenerationState]:
+    """Yield the growing answers of ``variants`` ("base" and adapter names) to ``prompt``, batched in one pass.
+
+    The same seed and variants give the same text. ``cancel`` stops generation at the next token.
+    """
+    settings = settings or config.GENERATION
+    tokenizer = engine.tokenizer
+    adapter_names, ids = _prepared_prompt(engine, prompt, variants, settings, system)
+    eos_ids = _eos_ids(engine, tokenizer)
+    input_ids = torch.tensor([ids] * len(variants), dtype=torch.long, device=engine.device.device)
+    streamer = _RowStreamer()
+    cancel = cancel or threading.Event()
+    kwargs = _generate_kwargs(engine, settings, input_ids, adapter_names, streamer, cancel, eos_ids)
     errors: list[BaseException] = []
 
     def worker():
@@ -135,17 +162,8 @@ def stream_generate(engine, prompt: Prompt, variants: list[str], settings: confi
     outputs = {name: VariantOutput(name) for name in variants}
     rows = list(outputs.values())
     try:
-        while True:
-            step = streamer.queue.get()
-            if step is None:
-                break
-            for row, token in zip(rows, step):
-                if row.finished:
-                    continue
-                if token in eos_ids:
-                    row.finished = True
-                    continue
-                row.token_ids.append(token)
+        while (step := streamer.queue.get()) is not None:
+            _add_step(rows, step, eos_ids)
             for row in rows:
                 row.text = tokenizer.decode(row.token_ids, skip_special_tokens=True)
             yield GenerationState({name: replace(out) for name, out in outputs.items()}, ids)
@@ -160,7 +178,7 @@ def stream_generate(engine, prompt: Prompt, variants: list[str], settings: confi
     yield GenerationState(outputs, ids, done=True)
 
 
-def generate(engine, prompt: Prompt, variants: list[str], settings: config.GenerationConfig | None = None,
+def generate(engine: Engine, prompt: Prompt, variants: list[str], settings: config.GenerationConfig | None = None,
              system: str | None = None) -> dict[str, VariantOutput]:
     """Blocking form of :func:`stream_generate`: the final answer of each variant."""
     state = None
@@ -169,7 +187,7 @@ def generate(engine, prompt: Prompt, variants: list[str], settings: config.Gener
     return state.outputs
 
 
-def _eos_ids(engine, tokenizer) -> list[int]:
+def _eos_ids(engine: Engine, tokenizer) -> list[int]:
     configured = engine.base_model.generation_config.eos_token_id
     ids = configured if isinstance(configured, list) else [configured] if configured is not None else []
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
@@ -177,7 +195,7 @@ def _eos_ids(engine, tokenizer) -> list[int]:
     return ids
 
 
-def batched_greedy_answers(engine, prompts: Sequence[str], variants: Sequence[str], max_new_tokens: int,
+def batched_greedy_answers(engine: Engine, prompts: Sequence[str], variants: Sequence[str], max_new_tokens: int,
                            prompts_per_batch: int = 8) -> dict[str, list[str]]:
     """Greedy answers of every variant to every prompt: left-padded mixed-adapter batches of prompts x variants."""
     tokenizer = engine.tokenizer

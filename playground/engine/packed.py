@@ -257,6 +257,55 @@ def _head_dtype(device: torch.device, head) -> torch.dtype:
     return torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else head.weight.dtype
 
 
+@dataclass
+class PackedRow:
+    """The one padding-free row the packed forward runs on, and where each quantity is read from it.
+
+    ``ids`` / ``positions``: token ids and position ids of the row; ``virtual``: token indices (into the row) of each
+    virtual sequence [prompt, response], in attention order; ``source``: per row token, the (virtual sequence, offset)
+    its attention output comes from; ``predictor``: per predicted response token, the row index of the token whose
+    hidden state predicts it; ``targets``: those response tokens' ids; ``owner``: which input sequence each belongs
+    to; ``prompt_tokens_of``: each distinct prompt's token indices (its one copy in the row).
+    """
+
+    ids: list[int]
+    positions: list[int]
+    virtual: list[list[int]]
+    source: list[tuple[int, int]]
+    predictor: list[int]
+    targets: list[int]
+    owner: list[int]
+    prompt_tokens_of: dict[tuple[int, ...], list[int]]
+
+
+def plan_packed_row(sequences: Sequence[TokenizedPair], groups: list[tuple[list[int], list[int]]]) -> PackedRow:
+    """Lay ``sequences`` end to end as [prompt, response 1, response 2, ...] per group (``_group_by_prompt``), each
+    response's positions restarting where its prompt ends. Pure: no model, no tensors."""
+    row = PackedRow([], [], [], [], [], [], [], {})
+    for prompt, indices in groups:
+        p, column = len(prompt), len(row.ids)
+        prompt_tokens = list(range(column, column + p))
+        row.prompt_tokens_of.setdefault(tuple(prompt), prompt_tokens)
+        row.ids.extend(prompt)
+        row.positions.extend(range(p))
+        for k, index in enumerate(indices):
+            response = sequences[index].response_ids
+            n, start = len(response), len(row.ids)
+            row.ids.extend(response)
+            row.positions.extend(range(p, p + n))
+            tokens = list(range(start, start + n))
+            if k == 0:  # [prompt, first response]: the prompt's own attention output comes from here
+                row.source.extend((len(row.virtual), j) for j in range(p + n))
+            else:
+                row.source.extend((len(row.virtual), p + j) for j in range(n))
+            row.virtual.append(prompt_tokens + tokens)
+            row.predictor.append(column + p - 1)  # the prompt's last token predicts the first response token
+            row.predictor.extend(tokens[:-1])
+            row.targets.extend(response)
+            row.owner.extend([index] * n)
+    return row
+
+
 def packed_sequence_logps(model, sequences: Sequence[TokenizedPair], pad_token_id: int,
                           device: torch.device | str = "cpu", *, share_prompts: bool = True,
                           max_group_tokens: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -305,38 +354,9 @@ def packed_logps_with_continuations(model, sequences: Sequence[TokenizedPair],
         groups = _group_by_prompt(sequences, max(max_group_tokens or 2 * longest, longest))
     else:
         groups = [(s.prompt_ids, [i]) for i, s in enumerate(sequences)]
+    row = plan_packed_row(sequences, groups)
 
-    ids: list[int] = []
-    positions: list[int] = []
-    virtual: list[list[int]] = []  # token indices of each virtual sequence, in attention order
-    source: list[tuple[int, int]] = []  # per token: (virtual sequence, offset in it) its attention output comes from
-    predictor: list[int] = []  # index of the token whose hidden state predicts each response token
-    targets: list[int] = []
-    owner: list[int] = []  # which sequence each predicted token belongs to
-    prompt_tokens_of: dict[tuple[int, ...], list[int]] = {}  # prompt -> token indices of one copy of it
-    for prompt, indices in groups:
-        p, column = len(prompt), len(ids)
-        prompt_tokens = list(range(column, column + p))
-        prompt_tokens_of.setdefault(tuple(prompt), prompt_tokens)
-        ids.extend(prompt)
-        positions.extend(range(p))
-        for k, index in enumerate(indices):
-            response = sequences[index].response_ids
-            n, start = len(response), len(ids)
-            ids.extend(response)
-            positions.extend(range(p, p + n))
-            tokens = list(range(start, start + n))
-            if k == 0:  # [prompt, first response]: the prompt's own attention output comes from here
-                source.extend((len(virtual), j) for j in range(p + n))
-            else:
-                source.extend((len(virtual), p + j) for j in range(n))
-            virtual.append(prompt_tokens + tokens)
-            predictor.append(column + p - 1)  # the prompt's last token predicts the first response token
-            predictor.extend(tokens[:-1])
-            targets.extend(response)
-            owner.extend([index] * n)
-
-    reuse = [j for j, c in enumerate(continuations) if tuple(c.prompt_ids) in prompt_tokens_of]
+    reuse = [j for j, c in enumerate(continuations) if tuple(c.prompt_ids) in row.prompt_tokens_of]
     cache = None
     kwargs: dict[str, Any] = {"use_cache": False}
     if reuse:
@@ -344,31 +364,40 @@ def packed_logps_with_continuations(model, sequences: Sequence[TokenizedPair],
 
         cache = DynamicCache()
         kwargs = {"use_cache": True, _cache_kwarg(decoder): cache}
-    hidden = _run_decoder(decoder, cfg, _make_plan(virtual, virtual, source, device), ids, positions, device,
-                          **kwargs)[0]
+    hidden = _run_decoder(decoder, cfg, _make_plan(row.virtual, row.virtual, row.source, device), row.ids,
+                          row.positions, device, **kwargs)[0]
     dtype = _head_dtype(device, head)
-    selected = hidden.index_select(0, torch.tensor(predictor, dtype=torch.long, device=device))
+    selected = hidden.index_select(0, torch.tensor(row.predictor, dtype=torch.long, device=device))
     token_logps = _HeadLogProbs.apply(selected, head.weight, head.bias,
-                                      torch.tensor(targets, dtype=torch.long, device=device), dtype)
-    owner_t = torch.tensor(owner, dtype=torch.long, device=device)
+                                      torch.tensor(row.targets, dtype=torch.long, device=device), dtype)
+    owner_t = torch.tensor(row.owner, dtype=torch.long, device=device)
     sums = torch.zeros(count, dtype=torch.float32, device=device).index_add(0, owner_t, token_logps)
     lengths_t = torch.tensor([len(s.response_ids) for s in sequences], dtype=torch.long)
 
-    continuation_sums = torch.zeros(len(continuations), dtype=torch.float32, device=device)
-    if continuations:
-        with torch.no_grad():
-            if reuse:
-                layers = [(layer.keys.detach(), layer.values.detach()) for layer in cache.layers]
-                continuation_sums[reuse] = _continue(
-                    decoder, head, cfg, [continuations[j] for j in reuse], prompt_tokens_of, layers,
-                    hidden.detach(), device, dtype)
-                del cache, layers
-            reused = set(reuse)
-            rest = [j for j in range(len(continuations)) if j not in reused]
-            if rest:
-                continuation_sums[rest] = packed_sequence_logps(model, [continuations[j] for j in rest],
-                                                                pad_token_id, device)[0]
+    continuation_sums = _continuation_sums(model, decoder, head, cfg, continuations, reuse, row.prompt_tokens_of,
+                                           cache, hidden, pad_token_id, device, dtype)
     return sums, lengths_t, continuation_sums
+
+
+def _continuation_sums(model, decoder, head, cfg, continuations: Sequence[TokenizedPair], reuse: list[int],
+                       prompt_tokens_of: dict[tuple[int, ...], list[int]], cache, hidden: torch.Tensor,
+                       pad_token_id: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """No-grad summed log-probs (C,) of ``continuations``: those in ``reuse`` from the gradient pass's cached prompt
+    keys and values (``_continue``), the rest by a separate packed pass."""
+    sums = torch.zeros(len(continuations), dtype=torch.float32, device=device)
+    if not continuations:
+        return sums
+    with torch.no_grad():
+        if reuse:
+            layers = [(layer.keys.detach(), layer.values.detach()) for layer in cache.layers]
+            sums[reuse] = _continue(decoder, head, cfg, [continuations[j] for j in reuse], prompt_tokens_of, layers,
+                                    hidden.detach(), device, dtype)
+            del layers
+        reused = set(reuse)
+        rest = [j for j in range(len(continuations)) if j not in reused]
+        if rest:
+            sums[rest] = packed_sequence_logps(model, [continuations[j] for j in rest], pad_token_id, device)[0]
+    return sums
 
 
 def _continue(decoder, head, cfg, continuations: Sequence[TokenizedPair],

@@ -9,10 +9,11 @@ Rules: an *error* on a row drops that row; an error without a row (a file-level 
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 
@@ -38,6 +39,16 @@ from playground.feedback.schema import (
 
 def resolve_columns(report: FeedbackReport, columns: list[str]) -> dict[str, str]:
     """Map canonical column name -> the file's column name; decide the format; report column problems."""
+    normed = _normalise_header(report, columns)
+    unknown = [k for k in normed if k not in KNOWN_COLUMNS and k not in METADATA_COLUMNS]
+    report.format = _decide_format(report, columns, set(normed), unknown)
+    mapping = _map_required_columns(report, report.format, normed, unknown)
+    _warn_unused_columns(report, report.format, normed, mapping)
+    return mapping
+
+
+def _normalise_header(report: FeedbackReport, columns: list[str]) -> dict[str, str]:
+    """Normalised column name -> the file's column name, reporting duplicates; stops reading if there is none."""
     normed: dict[str, str] = {}
     for col in columns:
         key = normalise_column_name(col)
@@ -51,73 +62,107 @@ def resolve_columns(report: FeedbackReport, columns: list[str]) -> dict[str, str
             )
             continue
         normed[key] = col
-    present = set(normed)
-    if not present:
+    if not normed:
         report.error(
             "No column names found: the first row must name the columns, e.g. prompt,chosen,rejected.", code="no_header"
         )
         raise StopReading
+    return normed
+
+
+def _guess_column(missing: str, candidates: list[str]) -> str | None:
+    """The candidate column most likely meant as the canonical column ``missing``: an alias first, then spelling."""
+    for cand in candidates:
+        if ALIASES.get(cand) == missing:
+            return cand
+    close = difflib.get_close_matches(missing, candidates, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _other_format(fmt: str) -> Literal["paired", "unpaired"]:
+    """The format that ``fmt`` is not."""
+    return "unpaired" if fmt == "paired" else "paired"
+
+
+def _decide_format(
+    report: FeedbackReport, columns: list[str], present: set[str], unknown: list[str]
+) -> Literal["paired", "unpaired"]:
+    """The format whose required columns the header has; an error if it has both, the closest if it has neither."""
     has = {fmt: all(c in present for c in cols) for fmt, cols in REQUIRED.items()}
-    unknown = [k for k in normed if k not in KNOWN_COLUMNS and k not in METADATA_COLUMNS]
-
-    def guess(missing: str, candidates: list[str]) -> str | None:
-        for cand in candidates:
-            if ALIASES.get(cand) == missing:
-                return cand
-        close = difflib.get_close_matches(missing, candidates, n=1, cutoff=0.6)
-        return close[0] if close else None
-
     if has["paired"] and has["unpaired"]:
         report.error(
             "The file has the columns of both formats (prompt, chosen, rejected and completion, label). "
             "Keep one set: paired for DPO or unpaired for KTO.",
             code="both_formats",
         )
-        report.format = "paired"
-    elif has["paired"] or has["unpaired"]:
-        report.format = "paired" if has["paired"] else "unpaired"
-    else:
+        return "paired"
+    if has["paired"] or has["unpaired"]:
+        return "paired" if has["paired"] else "unpaired"
+    return _closest_format(report, columns, present, unknown)
 
-        def closeness(fmt: str) -> int:
-            cols = REQUIRED[fmt]
-            return sum(c in present for c in cols) * 2 + sum(
-                guess(c, unknown) is not None for c in cols if c not in present
-            )
 
-        scores = {fmt: closeness(fmt) for fmt in REQUIRED}
-        if max(scores.values()) == 0:
-            report.error(
-                "No known columns found. The first row must name the columns: prompt, chosen, rejected for paired "
-                "(DPO) data or prompt, completion, label for unpaired (KTO) data. Found: "
-                + ", ".join(f"'{c}'" for c in columns[:8])
-                + ("…" if len(columns) > 8 else "")
-                + ".",
-                code="missing_column",
-            )
-            raise StopReading
-        report.format = "paired" if scores["paired"] >= scores["unpaired"] else "unpaired"
+def _closest_format(
+    report: FeedbackReport, columns: list[str], present: set[str], unknown: list[str]
+) -> Literal["paired", "unpaired"]:
+    """The format the header comes closest to (ties go to paired); stops reading if it has no known column."""
 
-    fmt = report.format
+    def closeness(fmt: str) -> int:
+        cols = REQUIRED[fmt]
+        return sum(c in present for c in cols) * 2 + sum(
+            _guess_column(c, unknown) is not None for c in cols if c not in present
+        )
+
+    scores = {fmt: closeness(fmt) for fmt in REQUIRED}
+    if max(scores.values()) == 0:
+        report.error(
+            "No known columns found. The first row must name the columns: prompt, chosen, rejected for paired "
+            "(DPO) data or prompt, completion, label for unpaired (KTO) data. Found: "
+            + ", ".join(f"'{c}'" for c in columns[:8])
+            + ("…" if len(columns) > 8 else "")
+            + ".",
+            code="missing_column",
+        )
+        raise StopReading
+    return "paired" if scores["paired"] >= scores["unpaired"] else "unpaired"
+
+
+def _map_required_columns(
+    report: FeedbackReport, fmt: str, normed: dict[str, str], unknown: list[str]
+) -> dict[str, str]:
+    """Map the columns ``fmt`` uses; a missing required column is an error, with a stand-in when one looks meant."""
     mapping = {c: normed[c] for c in REQUIRED[fmt] + OPTIONAL_COLUMNS + METADATA_COLUMNS if c in normed}
-    other = "unpaired" if fmt == "paired" else "paired"
     for col in REQUIRED[fmt]:
         if col in mapping:
             continue
-        cand = guess(col, [u for u in unknown if u not in {normalise_column_name(v) for v in mapping.values()}])
-        need = f"the {fmt} format needs {', '.join(REQUIRED[fmt])}"
+        # A column already standing in for another required column can't stand in twice.
+        taken = {normalise_column_name(v) for v in mapping.values()}
+        cand = _guess_column(col, [u for u in unknown if u not in taken])
+        _report_missing_column(report, fmt, col, None if cand is None else normed[cand])
         if cand is not None:
-            report.error(
-                f"Missing column '{col}' ({need}). The column '{normed[cand]}' looks like it is meant to be "
-                f"'{col}': rename it to '{col}'. (The rows were checked as if it were.)",
-                code="missing_column",
-            )
             mapping[col] = normed[cand]
-        else:
-            report.error(
-                f"Missing column '{col}' ({need}; the {other} format needs "
-                f"{', '.join(REQUIRED[other])}). Add the column to the header row.",
-                code="missing_column",
-            )
+    return mapping
+
+
+def _report_missing_column(report: FeedbackReport, fmt: str, col: str, stand_in: str | None) -> None:
+    """The error for a missing required column, naming the file's column that looks meant to be it, if any."""
+    need = f"the {fmt} format needs {', '.join(REQUIRED[fmt])}"
+    if stand_in is not None:
+        report.error(
+            f"Missing column '{col}' ({need}). The column '{stand_in}' looks like it is meant to be "
+            f"'{col}': rename it to '{col}'. (The rows were checked as if it were.)",
+            code="missing_column",
+        )
+    else:
+        other = _other_format(fmt)
+        report.error(
+            f"Missing column '{col}' ({need}; the {other} format needs "
+            f"{', '.join(REQUIRED[other])}). Add the column to the header row.",
+            code="missing_column",
+        )
+
+
+def _warn_unused_columns(report: FeedbackReport, fmt: str, normed: dict[str, str], mapping: dict[str, str]) -> None:
+    """A warning for each column that is neither mapped nor metadata, with a rename hint where one fits."""
     used = {normalise_column_name(v) for v in mapping.values()}
     for key in normed:
         if key in used or key in METADATA_COLUMNS:
@@ -125,22 +170,27 @@ def resolve_columns(report: FeedbackReport, columns: list[str]) -> dict[str, str
         original = normed[key]
         if key in KNOWN_COLUMNS:
             report.warn(
-                f"This column belongs to the {other} format and is ignored in a {fmt} file.",
+                f"This column belongs to the {_other_format(fmt)} format and is ignored in a {fmt} file.",
                 column=original,
                 code="unused_column",
             )
             continue
-        alias = ALIASES.get(key)
-        close = [alias] if alias in OPTIONAL_COLUMNS else difflib.get_close_matches(key, OPTIONAL_COLUMNS, 1, 0.6)
-        if close:
+        meant = _meant_optional_column(key)
+        if meant is not None:
             report.warn(
-                f"This column is not used. Did you mean '{close[0]}'? Rename it to use it.",
+                f"This column is not used. Did you mean '{meant}'? Rename it to use it.",
                 column=original,
                 code="unused_column",
             )
         else:
             report.warn("This column is not used and is ignored.", column=original, code="unused_column")
-    return mapping
+
+
+def _meant_optional_column(key: str) -> str | None:
+    """The optional column an unused column is probably meant to be (by alias, then by spelling), if any."""
+    alias = ALIASES.get(key)
+    close = [alias] if alias in OPTIONAL_COLUMNS else difflib.get_close_matches(key, OPTIONAL_COLUMNS, 1, 0.6)
+    return close[0] if close else None
 
 
 def _messages(value: Any) -> tuple[list[dict[str, str]] | None, str | None]:
@@ -188,126 +238,202 @@ def validate_rows(
     max_tokens: int | None,
     count_tokens: Callable[[str], int] | None,
 ) -> None:
+    """Check every row cell by cell, drop duplicates, then set ``report.rows_usable`` and ``report.data``."""
     fmt = report.format
     assert fmt is not None
     if any(c not in mapping for c in REQUIRED[fmt]):  # a missing column without a stand-in: rows can't be checked
         return
-    formula_rows: dict[str, list[int]] = {}
-    good: list[dict[str, Any]] = []
+    fit = _text_fitter(report, max_chars, max_tokens, count_tokens)
+    checked = (_check_row(report, fmt, mapping, row, cells, fit) for row, cells in records)
+    good = [out for out in checked if out is not None]
+    _warn_formulas(report, _formula_cells(fmt, mapping, records))
+    usable = _drop_duplicates(report, good)
+    report.rows_usable = len(usable)
+    _check_enough_rows(report, fmt)
+    _warn_one_label(report, fmt, usable)
+    report.data = _usable_data(fmt, mapping, usable)
 
-    def fit(text: str, row: int, col: str) -> str:
-        if len(text) > max_chars:
-            report.warn(
-                f"The text is {len(text):,} characters long, over the limit of {max_chars:,}; it was cut to "
-                f"{max_chars:,} characters. Shorten it if the end matters.",
-                row=row,
-                column=col,
-                code="truncated",
-            )
-            text = text[:max_chars]
+
+# fit(row, column, text) -> the text cut to the limits, with a warning for each cut.
+_Fit = Callable[[int, str, str], str]
+
+
+def _text_fitter(
+    report: FeedbackReport, max_chars: int, max_tokens: int | None, count_tokens: Callable[[str], int] | None
+) -> _Fit:
+    """A function that cuts a cell's text to the character limit, then to the token limit when there is one."""
+
+    def fit(row: int, col: str, text: str) -> str:
+        text = _cut_to_chars(report, text, row, col, max_chars)
         if count_tokens is not None and max_tokens:
-            n = count_tokens(text)
-            if n > max_tokens:
-                lo, hi = 0, len(text)
-                while lo < hi:  # the longest prefix that fits
-                    mid = (lo + hi + 1) // 2
-                    if count_tokens(text[:mid]) <= max_tokens:
-                        lo = mid
-                    else:
-                        hi = mid - 1
-                report.warn(
-                    f"The text is {n:,} tokens long, more than the model's limit of {max_tokens:,}; it was "
-                    "cut to fit. Shorten it if the end matters.",
-                    row=row,
-                    column=col,
-                    code="truncated",
-                )
-                text = text[:lo].rstrip()
+            text = _cut_to_tokens(report, text, row, col, max_tokens, count_tokens)
         return text
 
+    return fit
+
+
+def _cut_to_chars(report: FeedbackReport, text: str, row: int, col: str, max_chars: int) -> str:
+    """The text cut to ``max_chars`` characters, warning when it was longer."""
+    if len(text) <= max_chars:
+        return text
+    report.warn(
+        f"The text is {len(text):,} characters long, over the limit of {max_chars:,}; it was cut to "
+        f"{max_chars:,} characters. Shorten it if the end matters.",
+        row=row,
+        column=col,
+        code="truncated",
+    )
+    return text[:max_chars]
+
+
+def _cut_to_tokens(
+    report: FeedbackReport, text: str, row: int, col: str, max_tokens: int, count_tokens: Callable[[str], int]
+) -> str:
+    """The text cut to the longest prefix of at most ``max_tokens`` tokens, warning when it was longer."""
+    n = count_tokens(text)
+    if n <= max_tokens:
+        return text
+    # Binary search: token counts grow with the prefix, and tokenising every prefix would be quadratic.
+    lo, hi = 0, len(text)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if count_tokens(text[:mid]) <= max_tokens:
+            lo = mid
+        else:
+            hi = mid - 1
+    report.warn(
+        f"The text is {n:,} tokens long, more than the model's limit of {max_tokens:,}; it was "
+        "cut to fit. Shorten it if the end matters.",
+        row=row,
+        column=col,
+        code="truncated",
+    )
+    return text[:lo].rstrip()
+
+
+class _BadCell(Exception):
+    """A cell error that drops its row; the row's check reports it with the cell's row and column."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.message, self.code = message, code
+
+
+def _check_row(
+    report: FeedbackReport, fmt: str, mapping: dict[str, str], row: int, cells: dict[str, Any], fit: _Fit
+) -> dict[str, Any] | None:
+    """One row's normalised values (canonical columns, metadata and ``row``), or None when an error drops it."""
+    out: dict[str, Any] = {}
+    ok = True
+    for canon in (*REQUIRED[fmt], *OPTIONAL_COLUMNS):
+        if canon not in mapping:
+            continue
+        col = mapping[canon]
+        fit_cell = functools.partial(fit, row, col)
+        try:
+            out[canon] = _cell_value(canon, canon in REQUIRED[fmt], cells.get(col), fit_cell)
+        except _BadCell as bad:
+            # The row goes, but its other cells are still checked so that one pass reports all its problems.
+            report.error(bad.message, row=row, column=col, code=bad.code)
+            ok = False
+    if ok and fmt == "paired" and same_text(out["chosen"], out["rejected"]):
+        report.error(
+            "The chosen and rejected texts are identical, so the pair teaches nothing. Change one of "
+            "them or delete the row.",
+            row=row,
+            column=mapping["rejected"],
+            code="same_text",
+        )
+        ok = False
+    if not ok:
+        return None
+    for meta in METADATA_COLUMNS:
+        if meta in mapping:
+            out[meta] = cell_text(cells.get(mapping[meta])).strip()
+    out["row"] = row
+    return out
+
+
+def _cell_value(canon: str, required: bool, value: Any, fit: Callable[[str], str]) -> Any:
+    """The normalised value of one cell of the canonical column ``canon``; raises _BadCell when the row must go."""
+    if canon == "label":
+        return _label_value(value)
+    if canon == "prompt":
+        msgs = _chat_messages(value)
+        if msgs is not None:
+            for m in msgs:
+                m["content"] = fit(m["content"])
+            return msgs
+    text = _text_value(value, required)
+    return fit(text) if text else ""
+
+
+def _label_value(value: Any) -> bool:
+    """A label cell as a bool; raises _BadCell when it is empty or not an accepted spelling."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise _BadCell(f"The label is empty. {LABEL_HELP}", "empty_cell")
+    label = parse_label(value)
+    if label is None:
+        shown = value if isinstance(value, str) else json.dumps(value)
+        raise _BadCell(f"'{shown[:40]}' is not a recognised label. {LABEL_HELP}", "bad_label")
+    return label
+
+
+_CHAT_JSON = re.compile(r"\s*\[\s*\{")  # text that starts like a JSON list of objects
+
+
+def _chat_messages(value: Any) -> list[dict[str, str]] | None:
+    """A prompt cell's chat messages, or None when it is plain text; raises _BadCell when they are invalid."""
+    parsed: Any = value
+    if isinstance(value, str) and _CHAT_JSON.match(value):
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise _BadCell(
+                f"The prompt looks like a JSON list of chat messages but is not valid JSON "
+                f"({exc.msg} at character {exc.pos + 1}). Fix the JSON or write the prompt as "
+                "plain text.",
+                "bad_messages",
+            ) from None
+    if not isinstance(parsed, list):
+        return None
+    msgs, problem = _messages(parsed)
+    if msgs is None:
+        raise _BadCell(
+            f'Invalid chat messages: {problem}. Messages look like [{{"role": "user", "content": "..."}}].',
+            "bad_messages",
+        )
+    return msgs
+
+
+def _text_value(value: Any, required: bool) -> str:
+    """A text cell, stripped; raises _BadCell when it is not text, or empty in a required column."""
+    text, problem = _response_text(value)
+    if text is None:
+        raise _BadCell(f"The cell {problem}.", "bad_cell")
+    text = text.strip()
+    if not text and required:
+        raise _BadCell("The cell is empty. Fill it in or delete the row.", "empty_cell")
+    return text
+
+
+def _formula_cells(
+    fmt: str, mapping: dict[str, str], records: list[tuple[int, dict[str, Any]]]
+) -> dict[str, list[int]]:
+    """File column -> the rows whose cell in it starts like a spreadsheet formula (checked columns only)."""
+    rows: dict[str, list[int]] = {}
     for row, cells in records:
-        out: dict[str, Any] = {}
-        ok = True
         for canon in (*REQUIRED[fmt], *OPTIONAL_COLUMNS):
             if canon not in mapping:
                 continue
-            col = mapping[canon]
-            value = cells.get(col)
+            value = cells.get(mapping[canon])
             if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
-                formula_rows.setdefault(col, []).append(row)
-            if canon == "label":
-                if value is None or (isinstance(value, str) and not value.strip()):
-                    report.error(f"The label is empty. {LABEL_HELP}", row=row, column=col, code="empty_cell")
-                    ok = False
-                    continue
-                label = parse_label(value)
-                if label is None:
-                    shown = value if isinstance(value, str) else json.dumps(value)
-                    report.error(
-                        f"'{shown[:40]}' is not a recognised label. {LABEL_HELP}", row=row, column=col, code="bad_label"
-                    )
-                    ok = False
-                out["label"] = label
-                continue
-            if canon == "prompt":
-                parsed: Any = value
-                if isinstance(value, str) and re.match(r"\s*\[\s*\{", value):
-                    try:
-                        parsed = json.loads(value)
-                    except json.JSONDecodeError as exc:
-                        report.error(
-                            f"The prompt looks like a JSON list of chat messages but is not valid JSON "
-                            f"({exc.msg} at character {exc.pos + 1}). Fix the JSON or write the prompt as "
-                            "plain text.",
-                            row=row,
-                            column=col,
-                            code="bad_messages",
-                        )
-                        ok = False
-                        continue
-                if isinstance(parsed, list):
-                    msgs, problem = _messages(parsed)
-                    if msgs is None:
-                        report.error(
-                            f"Invalid chat messages: {problem}. Messages look like "
-                            '[{"role": "user", "content": "..."}].',
-                            row=row,
-                            column=col,
-                            code="bad_messages",
-                        )
-                        ok = False
-                        continue
-                    for m in msgs:
-                        m["content"] = fit(m["content"], row, col)
-                    out["prompt"] = msgs
-                    continue
-            text, problem = _response_text(value)
-            if text is None:
-                report.error(f"The cell {problem}.", row=row, column=col, code="bad_cell")
-                ok = False
-                continue
-            text = text.strip()
-            if not text and canon in REQUIRED[fmt]:
-                report.error("The cell is empty. Fill it in or delete the row.", row=row, column=col, code="empty_cell")
-                ok = False
-                continue
-            out[canon] = fit(text, row, col) if text else ""
-        if ok and fmt == "paired" and same_text(out["chosen"], out["rejected"]):
-            report.error(
-                "The chosen and rejected texts are identical, so the pair teaches nothing. Change one of "
-                "them or delete the row.",
-                row=row,
-                column=mapping["rejected"],
-                code="same_text",
-            )
-            ok = False
-        if ok:
-            for meta in METADATA_COLUMNS:
-                if meta in mapping:
-                    out[meta] = cell_text(cells.get(mapping[meta])).strip()
-            out["row"] = row
-            good.append(out)
+                rows.setdefault(mapping[canon], []).append(row)
+    return rows
 
+
+def _warn_formulas(report: FeedbackReport, formula_rows: dict[str, list[int]]) -> None:
+    """One warning per column with cells that a spreadsheet could run as formulas, listing the first rows."""
     for col, rows in formula_rows.items():
         listed = ", ".join(str(r) for r in rows[:10]) + (", …" if len(rows) > 10 else "")
         unit = report.row_unit + ("s" if len(rows) > 1 else "")
@@ -319,28 +445,40 @@ def validate_rows(
             code="formula",
         )
 
-    usable = _drop_duplicates(report, good)
-    report.rows_usable = len(usable)
-    if not report.rows_total and not report.file_errors:
+
+def _check_enough_rows(report: FeedbackReport, fmt: str) -> None:
+    """A file-level error when there are no data rows or too few usable ones, unless one was already reported."""
+    if report.file_errors:
+        return
+    if not report.rows_total:
         report.error("The file has a header but no data rows. Add at least one row below the header.", code="no_rows")
-    elif report.rows_usable < MIN_ROWS[fmt] and not report.file_errors:
+    elif report.rows_usable < MIN_ROWS[fmt]:
         need = "1 usable pair" if fmt == "paired" else "2 usable rows (KTO's reference point needs a batch)"
         report.error(
             f"Only {report.rows_usable} usable row{'s' if report.rows_usable != 1 else ''} left after "
             f"dropping rows with errors; training needs at least {need}.",
             code="too_few_rows",
         )
+
+
+def _warn_one_label(report: FeedbackReport, fmt: str, usable: list[dict[str, Any]]) -> None:
+    """A warning when every usable unpaired row has the same label."""
     if fmt == "unpaired" and usable and len({r["label"] for r in usable}) == 1:
         kind = "desirable (true)" if usable[0]["label"] else "undesirable (false)"
         report.warn(
             f"Every usable row is labelled {kind}. KTO learns best from both kinds; add some of the other.",
             code="one_label",
         )
+
+
+def _usable_data(fmt: str, mapping: dict[str, str], usable: list[dict[str, Any]]) -> pd.DataFrame:
+    """The usable rows as ``FeedbackReport.data``: canonical, optional and metadata columns, then ``row``."""
     columns = [*REQUIRED[fmt], *(c for c in (*OPTIONAL_COLUMNS, *METADATA_COLUMNS) if c in mapping), "row"]
-    report.data = pd.DataFrame(usable, columns=columns)
+    data = pd.DataFrame(usable, columns=columns)
     if fmt == "unpaired":
-        report.data["label"] = report.data["label"].astype(bool)
-    report.data["row"] = report.data["row"].astype(int)
+        data["label"] = data["label"].astype(bool)
+    data["row"] = data["row"].astype(int)
+    return data
 
 
 def _drop_duplicates(report: FeedbackReport, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

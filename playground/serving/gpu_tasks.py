@@ -13,6 +13,7 @@ stream_answers     Compare's streaming handler                     ``config.ZERO
 score_answers      Compare's metrics after the last token          ``config.ZEROGPU.generation``
 generate_and_score the ``/generate`` API                           ``config.ZEROGPU.generation``
 score_rows         Inspect's Score button and ``/inspect`` API     ``config.ZEROGPU.scoring``
+reward_features    Inspect's R_phi (once per data set)             ``config.ZEROGPU.scoring``
 train_adapter      the training queue (one job)                    ``config.ZEROGPU.training``
 =================  ==============================================  =========================================
 """
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from playground import config
+from playground.analysis.reward_model import reward_features_on
 from playground.analysis.scores import SideScores, score_rows_on
 from playground.engine.generation import generate, stream_generate
 from playground.engine.metrics import answer_metrics
@@ -38,6 +40,7 @@ DURATIONS = {
     "score_answers": config.ZEROGPU.generation,
     "generate_and_score": config.ZEROGPU.generation,
     "score_rows": config.ZEROGPU.scoring,
+    "reward_features": config.ZEROGPU.scoring,
     "train_adapter": config.ZEROGPU.training,
 }
 
@@ -79,6 +82,12 @@ def _score_rows(engine_key: str, pairs, names: list[str], progress: Callable[[fl
                          batch_size=batch_size)
 
 
+def _reward_features(engine_key: str, pairs, *, max_length: int = config.SCORING.max_length,
+                     batch_size: int = config.SCORING.batch_size):
+    """The base's final hidden states of the prepared pairs' 2P responses (numpy), for Inspect's R_phi."""
+    return reward_features_on(zerogpu.engine_for(engine_key), pairs, max_length=max_length, batch_size=batch_size)
+
+
 def _train_adapter(engine_key: str, frame, train_config: config.TrainConfig, heldout, out_dir: str,
                    extra_meta: dict[str, Any], hooks) -> TrainResult:
     """One training job on a fresh copy of the base (``jobs.train_on_fresh_base``) with the job's hooks."""
@@ -90,6 +99,7 @@ stream_answers = zerogpu.gpu(DURATIONS["stream_answers"])(_stream_answers)
 score_answers = zerogpu.gpu(DURATIONS["score_answers"])(_score_answers)
 generate_and_score = zerogpu.gpu(DURATIONS["generate_and_score"])(_generate_and_score)
 score_rows = zerogpu.gpu(DURATIONS["score_rows"])(_score_rows)
+reward_features = zerogpu.gpu(DURATIONS["reward_features"])(_reward_features)
 train_adapter = zerogpu.gpu(DURATIONS["train_adapter"])(_train_adapter)
 
 
@@ -106,3 +116,18 @@ class GpuTrainingRunner:
 
     def __call__(self, frame, train_config, heldout, out_dir, extra_meta, hooks) -> TrainResult:
         return train_adapter(self.engine_key, frame, train_config, heldout, out_dir, extra_meta, hooks)
+
+
+@dataclass
+class GpuModelCalls:
+    """Inspect's model calls (``analysis.scores.ModelCalls``) through :data:`score_rows` and :data:`reward_features`.
+    A progress callback cannot cross into a ZeroGPU worker, so it is dropped there."""
+
+    engine_key: str
+
+    def score_rows(self, engine, pairs, names, progress, *, max_length, batch_size):
+        return score_rows(self.engine_key, pairs, names, None if zerogpu.on_zerogpu() else progress,
+                          max_length=max_length, batch_size=batch_size)
+
+    def reward_features(self, engine, pairs, *, max_length, batch_size):
+        return reward_features(self.engine_key, pairs, max_length=max_length, batch_size=batch_size)

@@ -24,7 +24,7 @@ import pandas as pd
 from playground import config
 from playground.analysis.cache import InspectCache
 from playground.analysis.precomputed import DEFAULT_DISK_CACHE, load_precomputed
-from playground.analysis.scores import DatasetScores, SideScores, score_dataset
+from playground.analysis.scores import DatasetScores, score_dataset
 from playground.common.files import atomic_write_text, sha256_bytes
 from playground.common.numbers import finite_or_none
 from playground.engine.base_model import resolve_base_model
@@ -198,15 +198,10 @@ class Services:
 
     def score_dataset(self, frame: pd.DataFrame, variants: list[str],
                       progress: Callable[[float, str], None] | None = None) -> DatasetScores:
-        """Inspect's scores of ``frame`` under ``variants`` (from the cache where it can), through the GPU function.
-        On ZeroGPU the scoring runs in another process, where a progress callback cannot follow."""
-        return score_dataset(self.engine, frame, variants, None if zerogpu.on_zerogpu() else progress,
-                             cache=self.inspect_cache, scorer=self._score_rows)
-
-    def _score_rows(self, engine: Engine, pairs: pd.DataFrame, names: list[str], progress, *, max_length: int,
-                    batch_size: int) -> dict[str, SideScores]:
-        return gpu_tasks.score_rows(self.engine_key, pairs, names, progress, max_length=max_length,
-                                    batch_size=batch_size)
+        """Inspect's scores of ``frame`` under ``variants`` (from the cache where it can), through the GPU
+        functions."""
+        return score_dataset(self.engine, frame, variants, progress, cache=self.inspect_cache,
+                             calls=gpu_tasks.GpuModelCalls(self.engine_key))
 
     # ----------------------------------------------------------------------------------------------------------------
     # Fine-tune

@@ -20,8 +20,9 @@ def sequence_logps(model, pairs: Sequence[TokenizedPair], pad_token_id: int, dev
                    adapter_names: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed response log-probs (B,) and response lengths (B,) for ``pairs`` in one forward pass.
 
-    Packed where the model allows it (:func:`playground.scoring.packed_sequence_logps`: responses to one prompt share
-    its forward, no padding waste, LM head only where a response token is predicted); else one padded row per pair.
+    Packed where the model allows it (:func:`playground.engine.packed.packed_sequence_logps`: responses to one prompt
+    share its forward, no padding waste, LM head only where a response token is predicted); else one padded row per
+    pair.
     """
     if adapter_names is None and packed_logps_supported(model):
         return packed_sequence_logps(model, pairs, pad_token_id, device)

@@ -14,6 +14,8 @@ from gradio import utils as gr_utils
 from playground import feedback
 from playground.analysis.views import InspectSettings, analyse, summary_json
 from playground.engine.generation import GenerationInputError
+from playground.feedback import FeedbackReport
+from playground.serving.services import Services
 from playground.serving.settings import ServiceInputError, generation_settings, train_config_from
 from playground.training.data import TrainingInputError
 from playground.training.jobs import AdapterNameError, QueueFull
@@ -32,7 +34,7 @@ def _uploaded_path(file: Any) -> Path:
     return path
 
 
-def _report(file: dict | None, csv_text: str, filename: str):
+def _report(file: dict | None, csv_text: str, filename: str) -> FeedbackReport:
     if file:
         path = _uploaded_path(file)
         return feedback.read_feedback(path, filename=file.get("orig_name") or path.name)
@@ -41,7 +43,8 @@ def _report(file: dict | None, csv_text: str, filename: str):
     raise gr.Error("Pass a file (handle_file) or csv_text.")
 
 
-def report_dict(report) -> dict:
+def report_dict(report: FeedbackReport) -> dict:
+    """A validation report as the API returns it (missing cells as null)."""
     preview = report.data.drop(columns=["row"], errors="ignore").head(5)
     return {
         "trainable": bool(report.trainable),
@@ -55,10 +58,13 @@ def report_dict(report) -> dict:
     }
 
 
-def register(services) -> None:
-    """Add the endpoints to the Blocks being built (call inside ``with gr.Blocks()``)."""
+class Endpoints:
+    """The API's endpoints, one method each, over the app's :class:`Services` (see :func:`register`)."""
 
-    def generate(prompt: str, variants: list[str] | None = None, settings: dict | None = None,
+    def __init__(self, services: Services):
+        self.services = services
+
+    def generate(self, prompt: str, variants: list[str] | None = None, settings: dict | None = None,
                  system: str = "") -> dict:
         """Generate the variants' answers to one prompt in one batched pass and score them.
 
@@ -66,6 +72,7 @@ def register(services) -> None:
         ("greedy"|"sampled"), max_new_tokens, temperature, top_p, seed. Returns {"prompt", "settings", "variants":
         {name: {"text", "value", "implied_reward", "mean_logp", "length"}}}.
         """
+        services = self.services
         try:
             gen = generation_settings(settings)
             chosen = services.check_variants(variants or services.default_variants())
@@ -77,20 +84,21 @@ def register(services) -> None:
                                                "temperature": gen.temperature, "top_p": gen.top_p, "seed": gen.seed},
                 "variants": {name: {k: row[k] for k in keep} for name, row in result.items()}}
 
-    def variants() -> list[str]:
+    def variants(self) -> list[str]:
         """Every variant that can generate: base, then the attached adapters (shipped and trained)."""
-        return services.variant_names()
+        return self.services.variant_names()
 
-    def validate(file: dict | None = None, csv_text: str = "", filename: str = "upload.csv") -> dict:
+    def validate(self, file: dict | None = None, csv_text: str = "", filename: str = "upload.csv") -> dict:
         """Validate a feedback file (handle_file) or CSV text: format, usable rows, errors, warnings, preview."""
         return report_dict(_report(file, csv_text, filename))
 
-    def train_start(file: dict | None = None, method: str = "dpo", name: str = "",
+    def train_start(self, file: dict | None = None, method: str = "dpo", name: str = "",
                     hyperparameters: dict | None = None, csv_text: str = "", filename: str = "upload.csv",
                     heldout_share: float = 0.0) -> dict:
         """Queue a DPO or KTO LoRA training on a feedback file; returns {"job_id", "name", "total_steps",
         "position", "notes"}. hyperparameters: beta, learning_rate, steps, epochs, batch_size, max_length,
         desirable_weight, undesirable_weight, lora_r, lora_alpha, lora_dropout, seed, warmup_ratio."""
+        services = self.services
         report = _report(file, csv_text, filename)
         if not report.trainable:
             raise gr.Error("The file cannot be trained on:\n" + report.summary())
@@ -104,26 +112,27 @@ def register(services) -> None:
         return {"job_id": job.id, "name": job.name, "method": job.method, "total_steps": job.total_steps,
                 "position": services.queue.position(job.id), "notes": notes}
 
-    def train_status(job_id: str) -> dict:
+    def train_status(self, job_id: str) -> dict:
         """A job's status (queued/running/done/failed/cancelled/interrupted), phase, steps, ETA, queue position,
         history of per-step metrics, and the held-out metrics once done."""
-        view = services.job_view(job_id)
+        view = self.services.job_view(job_id)
         if view is None:
             raise gr.Error(f"No training job {job_id!r}.")
         view.pop("owner", None)
         return view
 
-    def train_cancel(job_id: str) -> dict:
+    def train_cancel(self, job_id: str) -> dict:
         """Cancel a job started through the API: at once while queued, before its next step while running."""
-        job = services.queue.get(job_id)
+        queue = self.services.queue
+        job = queue.get(job_id)
         if job is None:
             raise gr.Error(f"No training job {job_id!r}.")
         if job.owner != API_OWNER:
             raise gr.Error("Only jobs started through the API can be cancelled through it.")
-        cancelled = services.queue.cancel(job_id)
-        return {"job_id": job_id, "cancelled": bool(cancelled), "status": services.queue.get(job_id).status}
+        cancelled = queue.cancel(job_id)
+        return {"job_id": job_id, "cancelled": bool(cancelled), "status": queue.get(job_id).status}
 
-    def inspect(dataset: str = "heldout", adapter: str = "dpo", settings: dict | None = None,
+    def inspect(self, dataset: str = "heldout", adapter: str = "dpo", settings: dict | None = None,
                 session_id: str = "") -> dict:
         """Summary numbers of one adapter on a data set ("heldout" or "votes" with session_id) under settings
         (any InspectSettings field; the rest default). Scores once per (adapter, data set), then from the cache."""
@@ -131,17 +140,21 @@ def register(services) -> None:
         if kind not in ("heldout", "votes"):
             raise gr.Error("dataset must be 'heldout' or 'votes'.")
         try:
-            frame, _ = services.inspect_dataset(kind, session_id)
+            frame, _ = self.services.inspect_dataset(kind, session_id)
             parsed = InspectSettings.from_mapping(settings or {})
-            scores = services.score_dataset(frame, [adapter])
+            scores = self.services.score_dataset(frame, [adapter])
             return summary_json(analyse(scores, adapter, parsed))
         except (ServiceInputError, KeyError, ValueError, TypeError) as exc:
             raise gr.Error(str(exc).strip("'\"")) from exc
 
-    gr.api(generate, api_name="generate", concurrency_id="model")
-    gr.api(variants, api_name="variants", concurrency_limit=None, queue=False)
-    gr.api(validate, api_name="validate", concurrency_limit=None)
-    gr.api(train_start, api_name="train_start", concurrency_limit=None)
-    gr.api(train_status, api_name="train_status", concurrency_limit=None, queue=False)
-    gr.api(train_cancel, api_name="train_cancel", concurrency_limit=None, queue=False)
-    gr.api(inspect, api_name="inspect", concurrency_limit=1, concurrency_id="inspect-score")
+
+def register(services: Services) -> None:
+    """Add every endpoint of the headless API to the Blocks being built (call inside ``with gr.Blocks()``)."""
+    api = Endpoints(services)
+    gr.api(api.generate, api_name="generate", concurrency_id="model")
+    gr.api(api.variants, api_name="variants", concurrency_limit=None, queue=False)
+    gr.api(api.validate, api_name="validate", concurrency_limit=None)
+    gr.api(api.train_start, api_name="train_start", concurrency_limit=None)
+    gr.api(api.train_status, api_name="train_status", concurrency_limit=None, queue=False)
+    gr.api(api.train_cancel, api_name="train_cancel", concurrency_limit=None, queue=False)
+    gr.api(api.inspect, api_name="inspect", concurrency_limit=1, concurrency_id="inspect-score")

@@ -21,6 +21,7 @@ from playground import config, plots
 from playground.common.numbers import format_number
 from playground.engine.generation import GenerationInputError
 from playground.feedback import votes
+from playground.serving.services import Services
 from playground.serving.settings import ServiceInputError, generation_settings
 from playground.ui.theme import NEGATIVE_RGB, POSITIVE_RGB
 
@@ -124,7 +125,7 @@ def _outputs(last, status, plot, left, right, columns, heads, bodies, metrics) -
     return (last, status, plot, left, right, *columns, *heads, *bodies, *metrics)
 
 
-def generate_answers(services, prompt, system, variants, mode, temperature, top_p, max_new_tokens, seed):
+def generate_answers(services: Services, prompt, system, variants, mode, temperature, top_p, max_new_tokens, seed):
     """Stream the variants' answers; after the last token, score them once and show metrics, colours and the chart.
 
     Yields tuples in the order of :func:`_outputs`; the first element is the per-session ``last`` state (prompt,
@@ -184,7 +185,7 @@ def generate_answers(services, prompt, system, variants, mode, temperature, top_
                    [gr.skip()] * SLOTS, bodies, metrics)
 
 
-def votes_view(services, session_id):
+def votes_view(services: Services, session_id):
     """(table, note, paired CSV path, unpaired CSV path) for the session's votes."""
     if not votes.valid_session_id(session_id):
         return votes.display_frame(services.votes_for("")), "No session yet.", None, None
@@ -193,7 +194,7 @@ def votes_view(services, session_id):
     return votes.display_frame(frame), votes.export_note(frame), str(paths["paired"]), str(paths["unpaired"])
 
 
-def _record(services, session_id, row) -> tuple:
+def _record(services: Services, session_id, row) -> tuple:
     session_id = _check_session(session_id)
     try:
         stored = services.votes.add(session_id, row)
@@ -206,7 +207,7 @@ def _record(services, session_id, row) -> tuple:
     return table, f"Last vote: **{label}** · {html.escape(what)}. {note}", paired, unpaired
 
 
-def vote_pair(services, kind, session_id, last, left, right):
+def vote_pair(services: Services, kind, session_id, last, left, right):
     """Record a left/right/tie/both-bad vote on the two chosen columns of the last generation."""
     if not last or not last.get("answers"):
         raise gr.Error("Generate answers first, then vote.")
@@ -220,7 +221,7 @@ def vote_pair(services, kind, session_id, last, left, right):
                                           "answer_b": answers[right]})
 
 
-def vote_thumb(services, slot, up, session_id, last):
+def vote_thumb(services: Services, slot, up, session_id, last):
     """Record a thumbs up/down on the answer in column ``slot`` of the last generation."""
     if not last or not last.get("answers") or slot >= len(last.get("variants", [])):
         raise gr.Error("Generate answers first, then vote.")
@@ -230,14 +231,14 @@ def vote_thumb(services, slot, up, session_id, last):
                                           "answer_a": last["answers"][name]})
 
 
-def undo_vote(services, session_id):
+def undo_vote(services: Services, session_id):
     session_id = _check_session(session_id)
     removed = services.votes.delete_last(session_id)
     table, note, paired, unpaired = votes_view(services, session_id)
     return table, ("Removed your last vote. " if removed else "No vote to remove. ") + note, paired, unpaired
 
 
-def refresh_variants(services, selected):
+def refresh_variants(services: Services, selected):
     names = services.variant_names()
     kept = [v for v in (selected or []) if v in names] or services.default_variants()
     return gr.update(choices=names, value=kept)
@@ -268,89 +269,123 @@ class CompareTab:
         return [self.votes_table, self.vote_note, self.download_paired, self.download_unpaired]
 
 
-def build_compare_tab(services, session: gr.BrowserState) -> CompareTab:
-    gen = config.GENERATION
+@dataclass
+class AnswerSlots:
+    """The answer columns, one per variant slot (``config.APP.compare_slots``), hidden until used."""
+
+    columns: list[gr.Column]
+    heads: list[gr.HTML]
+    bodies: list[gr.HTML]
+    metrics: list[gr.Markdown]
+    thumbs: list[tuple[gr.Button, gr.Button]]
+
+
+def _request_controls(services: Services) -> dict[str, gr.components.Component]:
+    """The prompt, the example prompts, the variants and the decoding settings, Generate and Stop."""
+    gen, ranges = config.GENERATION, config.SLIDERS
+    c: dict[str, gr.components.Component] = {}
     with gr.Row(equal_height=False):
         with gr.Column(scale=5):
-            prompt = gr.Textbox(label="Prompt", lines=2, max_lines=8, placeholder="Ask something, or pick an example",
-                                elem_id="pg-prompt")
-            example = gr.Dropdown(choices=services.example_prompts, value=None, label="Example prompts "
-                                  "(held-out demo set: never trained on)", elem_id="pg-example")
+            c["prompt"] = gr.Textbox(label="Prompt", lines=2, max_lines=8,
+                                     placeholder="Ask something, or pick an example", elem_id="pg-prompt")
+            c["example"] = gr.Dropdown(choices=services.example_prompts, value=None, label="Example prompts "
+                                       "(held-out demo set: never trained on)", elem_id="pg-example")
         with gr.Column(scale=4):
-            variants = gr.CheckboxGroup(choices=services.variant_names(), value=services.default_variants(),
-                                        label="Variants (side by side, one batched pass)", elem_id="pg-variants")
+            c["variants"] = gr.CheckboxGroup(choices=services.variant_names(), value=services.default_variants(),
+                                             label="Variants (side by side, one batched pass)", elem_id="pg-variants")
             with gr.Accordion("Decoding and system prompt", open=False):
-                mode = gr.Radio(list(MODES), value="sampled" if gen.do_sample else "greedy", label="Decoding",
-                                info="greedy: reproducible; sampled: uses temperature, top-p and seed")
+                c["mode"] = gr.Radio(list(MODES), value="sampled" if gen.do_sample else "greedy", label="Decoding",
+                                     info="greedy: reproducible; sampled: uses temperature, top-p and seed")
                 with gr.Row():
-                    temperature = gr.Slider(0.05, 2.0, value=gen.temperature, step=0.05, label="Temperature")
-                    top_p = gr.Slider(0.05, 1.0, value=gen.top_p, step=0.05, label="Top-p")
+                    c["temperature"] = gr.Slider(ranges.temperature.low, ranges.temperature.high,
+                                                 value=gen.temperature, step=ranges.temperature.step,
+                                                 label="Temperature")
+                    c["top_p"] = gr.Slider(ranges.top_p.low, ranges.top_p.high, value=gen.top_p,
+                                           step=ranges.top_p.step, label="Top-p")
                 with gr.Row():
-                    max_new = gr.Slider(1, gen.max_new_tokens_limit, value=gen.max_new_tokens, step=1,
-                                        label="Max new tokens")
-                    seed = gr.Number(value=gen.seed, precision=0, label="Seed")
-                system = gr.Textbox(label="System prompt (optional)", lines=2, value=gen.system_prompt,
-                                    placeholder="Empty: the chat template's default")
+                    c["max_new"] = gr.Slider(1, gen.max_new_tokens_limit, value=gen.max_new_tokens, step=1,
+                                             label="Max new tokens")
+                    c["seed"] = gr.Number(value=gen.seed, precision=0, label="Seed")
+                c["system"] = gr.Textbox(label="System prompt (optional)", lines=2, value=gen.system_prompt,
+                                         placeholder="Empty: the chat template's default")
             with gr.Row():
-                generate_button = gr.Button("Generate", variant="primary", elem_id="pg-generate", scale=2)
-                stop_button = gr.Button("Stop", variant="secondary", scale=1)
-    with gr.Row(equal_height=True):
-        status = gr.Markdown("", elem_classes=["pg-note"], elem_id="pg-status")
-        gr.HTML(legend_html(), elem_classes=["pg-legend-box"])
+                c["generate"] = gr.Button("Generate", variant="primary", elem_id="pg-generate", scale=2)
+                c["stop"] = gr.Button("Stop", variant="secondary", scale=1)
+    return c
 
-    columns, heads, bodies, metrics, thumbs = [], [], [], [], []
+
+def _answer_slots() -> AnswerSlots:
+    slots = AnswerSlots([], [], [], [], [])
     for row_start in range(0, SLOTS, PER_ROW):
         with gr.Row(equal_height=False):
             for i in range(row_start, min(SLOTS, row_start + PER_ROW)):
                 with gr.Column(visible=False, min_width=260, elem_classes=["pg-slot"]) as column:
-                    heads.append(gr.HTML(""))
-                    bodies.append(gr.HTML("", elem_id=f"pg-answer-{i}"))
-                    metrics.append(gr.Markdown("", elem_classes=["pg-metrics"]))
+                    slots.heads.append(gr.HTML(""))
+                    slots.bodies.append(gr.HTML("", elem_id=f"pg-answer-{i}"))
+                    slots.metrics.append(gr.Markdown("", elem_classes=["pg-metrics"]))
                     with gr.Row():
                         up = gr.Button("👍 Good", size="sm", min_width=40, elem_classes=["pg-vote"],
                                        elem_id=f"pg-up-{i}")
                         down = gr.Button("👎 Bad", size="sm", min_width=40, elem_classes=["pg-vote"],
                                          elem_id=f"pg-down-{i}")
-                    thumbs.append((up, down))
-                columns.append(column)
-    plot = gr.Plot(plots.compare_metrics_figure([]), label="Metrics by variant", elem_id="pg-compare-plot")
+                    slots.thumbs.append((up, down))
+                slots.columns.append(column)
+    return slots
 
+
+def _vote_controls(services: Services) -> dict[str, gr.components.Component]:
+    """The pairwise vote buttons, the note, the downloads, undo, send-to-Fine-tune and the session's votes."""
     gr.Markdown("### Vote: which answer is better?\nPick two columns, then vote. 👍 Good / 👎 Bad under an "
                 "answer rate it alone. Votes are saved for this browser and become training data on the Fine-tune tab.")
+    v: dict[str, gr.components.Component] = {}
     with gr.Row():
-        left = gr.Dropdown(choices=[], label="Left", scale=1, elem_id="pg-left")
-        right = gr.Dropdown(choices=[], label="Right", scale=1, elem_id="pg-right")
-        vote_buttons = [gr.Button(text, scale=1, elem_id=f"pg-vote-{kind}") for kind, text in VOTE_BUTTONS]
-    vote_note = gr.Markdown("", elem_classes=["pg-note"], elem_id="pg-vote-note")
+        v["left"] = gr.Dropdown(choices=[], label="Left", scale=1, elem_id="pg-left")
+        v["right"] = gr.Dropdown(choices=[], label="Right", scale=1, elem_id="pg-right")
+        for kind, text in VOTE_BUTTONS:
+            v[kind] = gr.Button(text, scale=1, elem_id=f"pg-vote-{kind}")
+    v["note"] = gr.Markdown("", elem_classes=["pg-note"], elem_id="pg-vote-note")
     with gr.Row():
-        download_paired = gr.DownloadButton("Download pairs CSV (DPO)", value=None, size="md")
-        download_unpaired = gr.DownloadButton("Download labelled CSV (KTO)", value=None, size="md")
-        undo = gr.Button("Undo last vote", size="md")
-        send = gr.Button("Send votes to Fine-tune ▶", variant="primary", size="md", elem_id="pg-send")
-    votes_table = gr.Dataframe(votes.display_frame(services.votes_for("")), label="Your votes (this browser)",
-                               interactive=False, wrap=True, max_height=300, elem_id="pg-votes")
+        v["download_paired"] = gr.DownloadButton("Download pairs CSV (DPO)", value=None, size="md")
+        v["download_unpaired"] = gr.DownloadButton("Download labelled CSV (KTO)", value=None, size="md")
+        v["undo"] = gr.Button("Undo last vote", size="md")
+        v["send"] = gr.Button("Send votes to Fine-tune ▶", variant="primary", size="md", elem_id="pg-send")
+    v["table"] = gr.Dataframe(votes.display_frame(services.votes_for("")), label="Your votes (this browser)",
+                              interactive=False, wrap=True, max_height=300, elem_id="pg-votes")
+    return v
+
+
+def build_compare_tab(services: Services, session: gr.BrowserState) -> CompareTab:
+    c = _request_controls(services)
+    with gr.Row(equal_height=True):
+        status = gr.Markdown("", elem_classes=["pg-note"], elem_id="pg-status")
+        gr.HTML(legend_html(), elem_classes=["pg-legend-box"])
+    slots = _answer_slots()
+    plot = gr.Plot(plots.compare_metrics_figure([]), label="Metrics by variant", elem_id="pg-compare-plot")
+    v = _vote_controls(services)
 
     last = gr.State(None)
-    outputs = [last, status, plot, left, right, *columns, *heads, *bodies, *metrics]
-    inputs = [prompt, system, variants, mode, temperature, top_p, max_new, seed]
-    gen_event = generate_button.click(partial(generate_answers, services), inputs, outputs, api_name=False,
-                                      concurrency_id="model", show_progress="minimal")
-    submit_event = prompt.submit(partial(generate_answers, services), inputs, outputs, api_name=False,
-                                 concurrency_id="model", show_progress="minimal")
-    stop_button.click(lambda: "Stopped. Partial answers are not scored and cannot be voted on; generate again.",
-                      None, [status], cancels=[gen_event, submit_event], api_name=False, queue=False)
-    example.change(pick_example, [example], [prompt], api_name=False, queue=False)
+    outputs = [last, status, plot, v["left"], v["right"], *slots.columns, *slots.heads, *slots.bodies, *slots.metrics]
+    inputs = [c["prompt"], c["system"], c["variants"], c["mode"], c["temperature"], c["top_p"], c["max_new"],
+              c["seed"]]
+    generate = partial(generate_answers, services)
+    gen_event = c["generate"].click(generate, inputs, outputs, api_name=False, concurrency_id="model",
+                                    show_progress="minimal")
+    submit_event = c["prompt"].submit(generate, inputs, outputs, api_name=False, concurrency_id="model",
+                                      show_progress="minimal")
+    c["stop"].click(lambda: "Stopped. Partial answers are not scored and cannot be voted on; generate again.",
+                    None, [status], cancels=[gen_event, submit_event], api_name=False, queue=False)
+    c["example"].change(pick_example, [c["example"]], [c["prompt"]], api_name=False, queue=False)
 
-    vote_outputs = [votes_table, vote_note, download_paired, download_unpaired]
-    for (kind, _text), button in zip(VOTE_BUTTONS, vote_buttons):
-        button.click(partial(vote_pair, services, kind), [session, last, left, right], vote_outputs, api_name=False,
-                     concurrency_limit=None)
-    for i, (up, down) in enumerate(thumbs):
+    vote_outputs = [v["table"], v["note"], v["download_paired"], v["download_unpaired"]]
+    for kind, _text in VOTE_BUTTONS:
+        v[kind].click(partial(vote_pair, services, kind), [session, last, v["left"], v["right"]], vote_outputs,
+                      api_name=False, concurrency_limit=None)
+    for i, (up, down) in enumerate(slots.thumbs):
         up.click(partial(vote_thumb, services, i, True), [session, last], vote_outputs, api_name=False,
                  concurrency_limit=None)
         down.click(partial(vote_thumb, services, i, False), [session, last], vote_outputs, api_name=False,
                    concurrency_limit=None)
-    undo.click(partial(undo_vote, services), [session], vote_outputs, api_name=False, concurrency_limit=None)
+    v["undo"].click(partial(undo_vote, services), [session], vote_outputs, api_name=False, concurrency_limit=None)
 
-    return CompareTab(variants, send, votes_table, vote_note, download_paired, download_unpaired, prompt,
-                      generate_button, {"status": status, "plot": plot, "bodies": bodies})
+    return CompareTab(c["variants"], v["send"], v["table"], v["note"], v["download_paired"], v["download_unpaired"],
+                      c["prompt"], c["generate"], {"status": status, "plot": plot, "bodies": slots.bodies})

@@ -23,6 +23,7 @@ from playground import config, feedback, plots
 from playground.feedback import frame_for_method, label_counts, votes
 from playground.objectives.kto import kto_weight_advice
 from playground.serving import hub
+from playground.serving.services import Services
 from playground.serving.settings import ServiceInputError, train_config_from
 from playground.training.data import TrainingInputError, count_steps
 from playground.training.jobs import AdapterNameError, QueueFull
@@ -198,7 +199,7 @@ def _data_state(report, path: Path, label: str) -> dict[str, Any]:
     return state
 
 
-def _read(services, source, upload, example, session_id, method):
+def _read(services: Services, source, upload, example, session_id, method):
     """(report, path, label, extra note) of the chosen source, or (None, None, None, note) when nothing is chosen."""
     if source == SOURCE_UPLOAD:
         if not upload:
@@ -221,7 +222,7 @@ def _read(services, source, upload, example, session_id, method):
     return report, path, f"your votes ({len(frame)})", note
 
 
-def load_data(services, source, upload, example, session_id, method_label):
+def load_data(services: Services, source, upload, example, session_id, method_label):
     """Validate the chosen data: (data state, report, preview, Start button, plan, upload/example visibility)."""
     method = METHODS.get(method_label, config.TRAIN.method)
     report, path, label, note = _read(services, source, upload, example, session_id, method)
@@ -233,13 +234,13 @@ def load_data(services, source, upload, example, session_id, method_label):
             gr.update(visible=source == SOURCE_UPLOAD), gr.update(visible=source == SOURCE_EXAMPLE))
 
 
-def send_votes(services, session_id, method_label):
+def send_votes(services: Services, session_id, method_label):
     """Compare tab's 'Send to Fine-tune': select the votes as the data source and validate them."""
     loaded = load_data(services, SOURCE_VOTES, None, None, session_id, method_label)
     return (gr.update(value=SOURCE_VOTES), *loaded, gr.update(selected="finetune"))
 
 
-def reload_votes_for_method(services, source, upload, example, session_id, method_label):
+def reload_votes_for_method(services: Services, source, upload, example, session_id, method_label):
     """The votes' export depends on the method (pairs for DPO, labelled answers for KTO): reload on a switch."""
     if source != SOURCE_VOTES:
         return (gr.skip(),) * 6
@@ -255,10 +256,32 @@ def method_changed(method_label):
 # Handlers: training
 
 
-def _train_values(method_label, beta, lr, steps, epochs, batch, max_len, lam_d, lam_u, r, alpha, dropout):
-    values = {"method": METHODS.get(method_label), "beta": beta, "learning_rate": lr, "steps": steps,
-              "epochs": epochs, "batch_size": batch, "max_length": max_len, "desirable_weight": lam_d,
-              "undesirable_weight": lam_u, "lora_r": r, "lora_alpha": alpha, "lora_dropout": dropout}
+# The settings widgets of the form, by the name ``train_config_from`` knows them (method: the radio's label).
+FORM_FIELDS = ("method", "name", "heldout_share", "beta", "learning_rate", "steps", "epochs", "batch_size",
+               "max_length", "desirable_weight", "undesirable_weight", "lora_r", "lora_alpha", "lora_dropout")
+HYPERPARAMETERS = FORM_FIELDS[3:]
+
+
+@dataclass
+class TrainingForm:
+    """The Fine-tune tab's settings widgets, keyed by field; handlers read them from their component dict."""
+
+    widgets: dict[str, gr.components.Component]
+
+    def __getitem__(self, name: str) -> gr.components.Component:
+        return self.widgets[name]
+
+    def inputs(self) -> set:
+        return set(self.widgets.values())
+
+    def read(self, data: dict) -> dict[str, Any]:
+        """Field -> value from a handler's ``{component: value}`` dict."""
+        return {name: data[widget] for name, widget in self.widgets.items()}
+
+
+def _train_values(form: dict[str, Any]) -> dict[str, Any]:
+    """The form's hyperparameters for ``train_config_from``; a missing method or an empty field is refused."""
+    values = {"method": METHODS.get(form.get("method")), **{k: form.get(k) for k in HYPERPARAMETERS}}
     if values["method"] is None:
         raise gr.Error("Choose DPO or KTO.")
     empty = [k for k, v in values.items() if v is None or (isinstance(v, str) and not v.strip())]
@@ -267,26 +290,31 @@ def _train_values(method_label, beta, lr, steps, epochs, batch, max_len, lam_d, 
     return values
 
 
-def start_training(services, session_id, data, name, heldout_share, method_label, beta, lr, steps, epochs, batch,
-                   max_len, lam_d, lam_u, r, alpha, dropout):
+def _warn_outside_kto_band(data: dict, train_config) -> None:
+    n_d, n_u = data.get("kto_counts", [0, 0])
+    advice = kto_weight_advice(int(n_d), int(n_u), train_config.loss.desirable_weight,
+                               train_config.loss.undesirable_weight)
+    if not advice.in_band:
+        gr.Warning(f"KTO weights outside the paper's band (training anyway): {advice.message}")
+
+
+def start_training(services: Services, session_id: str, data: dict | None, form: dict[str, Any]):
     """Submit the job: returns (job id, timer, status, progress, curves, Start, Cancel, result, before/after, zip,
-    seen). Every refusal is a gr.Error naming the value; the widgets keep what the user typed."""
+    seen). ``data`` is the validated data's state, ``form`` the settings (:class:`TrainingForm`'s fields). Every
+    refusal is a gr.Error naming the value; the widgets keep what the user typed."""
     if not votes.valid_session_id(session_id):
         raise gr.Error("The page has no session yet: wait a second after loading, or reload the page.")
     if not data or not data.get("trainable"):
         raise gr.Error("Load data that passes validation first (see the report on the left).")
-    values = _train_values(method_label, beta, lr, steps, epochs, batch, max_len, lam_d, lam_u, r, alpha, dropout)
+    values = _train_values(form)
     try:
         train_config = train_config_from(values)
         if train_config.method == "kto":
-            n_d, n_u = data.get("kto_counts", [0, 0])
-            advice = kto_weight_advice(int(n_d), int(n_u), train_config.loss.desirable_weight,
-                                              train_config.loss.undesirable_weight)
-            if not advice.in_band:
-                gr.Warning(f"KTO weights outside the paper's band (training anyway): {advice.message}")
+            _warn_outside_kto_band(data, train_config)
         report = feedback.read_feedback(Path(data["path"]))
-        job, notes = services.start_training(report, train_config, name, owner=session_id,
-                                             heldout_fraction=float(heldout_share or 0.0), data_label=data["label"])
+        job, notes = services.start_training(report, train_config, form.get("name") or "", owner=session_id,
+                                             heldout_fraction=float(form.get("heldout_share") or 0.0),
+                                             data_label=data["label"])
     except (ServiceInputError, AdapterNameError, TrainingInputError, QueueFull, ValueError) as exc:
         raise gr.Error(str(exc)) from exc
     view = services.job_view(job.id)
@@ -299,7 +327,7 @@ def start_training(services, session_id, data, name, heldout_share, method_label
             gr.update(value=None, visible=False), {"job": job.id, "steps": 0, "final": False})
 
 
-def poll_job(services, job_id, seen, typed_name=None):
+def poll_job(services: Services, job_id, seen, typed_name=None):
     """One timer tick: (status, progress, curves, seen, timer, Start, Cancel, result, before/after, zip,
     adapters-changed, adapter name). Curves are re-sent only when a step was added; the final outputs once. When a
     run is done and the name box still holds its (now taken) name, a fresh name is suggested."""
@@ -336,7 +364,7 @@ def poll_job(services, job_id, seen, typed_name=None):
             zip_update, f"{view['name']}:{view['status']}", name_update)
 
 
-def cancel_training(services, session_id, job_id):
+def cancel_training(services: Services, session_id, job_id):
     job = services.queue.get(job_id) if job_id else None
     if job is None or job.finished:
         raise gr.Error("No running training to cancel.")
@@ -347,7 +375,7 @@ def cancel_training(services, session_id, job_id):
     return status_markdown(services.job_view(job_id))
 
 
-def push_to_hub(services, session_id, job_id, repo_id, token):
+def push_to_hub(services: Services, session_id, job_id, repo_id, token):
     """Push this browser's finished adapter to a hub model repo: (note, token box). The token is used for this one
     call and cleared from the box on success; it is never stored or logged."""
     job = services.queue.get(job_id) if job_id else None
@@ -363,7 +391,7 @@ def push_to_hub(services, session_id, job_id, repo_id, token):
     return f"✅ Pushed **{html.escape(job.name)}** to [{html.escape(url)}]({html.escape(url, quote=True)}).", ""
 
 
-def reattach(services, session_id, job_id):
+def reattach(services: Services, session_id, job_id):
     """On page load: find this browser's newest job (the stored id, else by owner) and resume watching it."""
     job = services.queue.get(job_id) if job_id else None
     if job is None or (job.owner and job.owner != session_id):
@@ -392,115 +420,138 @@ class FinetuneTab:
     name: gr.Textbox
 
 
-def build_finetune_tab(services, session: gr.BrowserState, job_state: gr.BrowserState) -> FinetuneTab:
-    train, lora, loss = config.TRAIN, config.TRAIN.lora, config.TRAIN.loss
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=5):
-            gr.Markdown("### 1 · Data")
-            source = gr.Radio(list(SOURCES), value=SOURCE_UPLOAD, label="Feedback to train on",
-                              elem_id="pg-ft-source")
-            upload = gr.File(label="Feedback file: CSV, TSV or JSON Lines", file_types=[".csv", ".tsv", ".jsonl",
-                                                                                        ".json", ".txt"],
-                             type="filepath", elem_id="pg-ft-upload", height=120)
-            example = gr.Dropdown([p.name for p in services.example_files()], value=None, label="Example file",
-                                  visible=False, elem_id="pg-ft-example")
-            gr.Markdown("Paired (DPO): `prompt,chosen,rejected`. Unpaired (KTO): `prompt,completion,label` with "
-                        "labels like true/false or 👍/👎. Optional: `system`. The same columns as TRL's datasets.",
-                        elem_classes=["pg-note"])
-            report_md = gr.Markdown("Choose a file, your votes, or an example to see its validation report.",
-                                    elem_id="pg-ft-report")
-            preview = gr.Dataframe(preview_frame(None), label="Preview (first rows, as they will be trained on)",
-                                   interactive=False, wrap=True, max_height=320, elem_id="pg-ft-preview")
-        with gr.Column(scale=4):
-            gr.Markdown("### 2 · Method and settings")
-            method = gr.Radio(list(METHODS), value=METHOD_LABEL[train.method], label="Method", elem_id="pg-ft-method")
-            name = gr.Textbox(value=services.suggest_adapter_name(train.method), label="Adapter name",
-                              info="letters, digits, '-' and '_'; becomes a variant on Compare", elem_id="pg-ft-name")
-            with gr.Row():
-                beta = gr.Number(value=loss.beta, label="β (beta)", info="strength of the pull to the base")
-                lr = gr.Number(value=train.learning_rate, label="Learning rate")
-            with gr.Row():
-                steps = gr.Number(value=train.steps, precision=0, label="Steps", info="0 = use epochs",
-                                  elem_id="pg-ft-steps")
-                epochs = gr.Number(value=train.epochs, label="Epochs")
-            with gr.Row():
-                batch = gr.Number(value=train.batch_size, precision=0, label="Batch size", elem_id="pg-ft-batch")
-                max_len = gr.Number(value=train.max_length, precision=0, label="Max length (tokens)",
-                                    elem_id="pg-ft-maxlen")
-            with gr.Row():
-                lam_d = gr.Number(value=loss.desirable_weight, label="λ_D (desirable weight)", visible=False)
-                lam_u = gr.Number(value=loss.undesirable_weight, label="λ_U (undesirable weight)", visible=False)
-            plan = gr.Markdown("Load usable data to see the plan.", elem_id="pg-ft-plan")
-            with gr.Accordion("LoRA and held-out split", open=False):
-                with gr.Row():
-                    lora_r = gr.Number(value=lora.r, precision=0, label="LoRA rank r")
-                    lora_alpha = gr.Number(value=lora.alpha, precision=0, label="LoRA alpha")
-                    lora_dropout = gr.Number(value=lora.dropout, label="LoRA dropout")
-                heldout_share = gr.Slider(0.0, 0.5, value=train.held_out_fraction, step=0.05,
-                                          label="Hold out this share of your prompts for the before/after check",
-                                          info="0 = use the demo's held-out pairs")
-            gr.Markdown(f"Runs on: **{html.escape(services.engine.device.describe())}**", elem_classes=["pg-note"])
-            with gr.Row():
-                start = gr.Button("Start training", variant="primary", interactive=False, elem_id="pg-ft-start")
-                cancel = gr.Button("Cancel", variant="stop", interactive=False, elem_id="pg-ft-cancel")
+def _data_column(services: Services) -> dict[str, gr.components.Component]:
+    """Step 1: where the feedback comes from, its validation report and a preview."""
+    gr.Markdown("### 1 · Data")
+    source = gr.Radio(list(SOURCES), value=SOURCE_UPLOAD, label="Feedback to train on", elem_id="pg-ft-source")
+    upload = gr.File(label="Feedback file: CSV, TSV or JSON Lines", file_types=[".csv", ".tsv", ".jsonl", ".json",
+                                                                                ".txt"],
+                     type="filepath", elem_id="pg-ft-upload", height=120)
+    example = gr.Dropdown([p.name for p in services.example_files()], value=None, label="Example file",
+                          visible=False, elem_id="pg-ft-example")
+    gr.Markdown("Paired (DPO): `prompt,chosen,rejected`. Unpaired (KTO): `prompt,completion,label` with "
+                "labels like true/false or 👍/👎. Optional: `system`. The same columns as TRL's datasets.",
+                elem_classes=["pg-note"])
+    report = gr.Markdown("Choose a file, your votes, or an example to see its validation report.",
+                         elem_id="pg-ft-report")
+    preview = gr.Dataframe(preview_frame(None), label="Preview (first rows, as they will be trained on)",
+                           interactive=False, wrap=True, max_height=320, elem_id="pg-ft-preview")
+    return {"source": source, "upload": upload, "example": example, "report": report, "preview": preview}
 
+
+def _settings_column(services: Services) -> tuple[TrainingForm, dict[str, gr.components.Component]]:
+    """Step 2: the method and its settings (the form), the plan, and Start / Cancel."""
+    train, lora, loss = config.TRAIN, config.TRAIN.lora, config.TRAIN.loss
+    gr.Markdown("### 2 · Method and settings")
+    w: dict[str, gr.components.Component] = {}
+    w["method"] = gr.Radio(list(METHODS), value=METHOD_LABEL[train.method], label="Method", elem_id="pg-ft-method")
+    w["name"] = gr.Textbox(value=services.suggest_adapter_name(train.method), label="Adapter name",
+                           info="letters, digits, '-' and '_'; becomes a variant on Compare", elem_id="pg-ft-name")
+    with gr.Row():
+        w["beta"] = gr.Number(value=loss.beta, label="β (beta)", info="strength of the pull to the base")
+        w["learning_rate"] = gr.Number(value=train.learning_rate, label="Learning rate")
+    with gr.Row():
+        w["steps"] = gr.Number(value=train.steps, precision=0, label="Steps", info="0 = use epochs",
+                               elem_id="pg-ft-steps")
+        w["epochs"] = gr.Number(value=train.epochs, label="Epochs")
+    with gr.Row():
+        w["batch_size"] = gr.Number(value=train.batch_size, precision=0, label="Batch size", elem_id="pg-ft-batch")
+        w["max_length"] = gr.Number(value=train.max_length, precision=0, label="Max length (tokens)",
+                                    elem_id="pg-ft-maxlen")
+    with gr.Row():
+        w["desirable_weight"] = gr.Number(value=loss.desirable_weight, label="λ_D (desirable weight)", visible=False)
+        w["undesirable_weight"] = gr.Number(value=loss.undesirable_weight, label="λ_U (undesirable weight)",
+                                            visible=False)
+    plan = gr.Markdown("Load usable data to see the plan.", elem_id="pg-ft-plan")
+    with gr.Accordion("LoRA and held-out split", open=False):
+        with gr.Row():
+            w["lora_r"] = gr.Number(value=lora.r, precision=0, label="LoRA rank r")
+            w["lora_alpha"] = gr.Number(value=lora.alpha, precision=0, label="LoRA alpha")
+            w["lora_dropout"] = gr.Number(value=lora.dropout, label="LoRA dropout")
+        share = config.SLIDERS.heldout_share
+        w["heldout_share"] = gr.Slider(share.low, share.high, value=train.held_out_fraction, step=share.step,
+                                       label="Hold out this share of your prompts for the before/after check",
+                                       info="0 = use the demo's held-out pairs")
+    gr.Markdown(f"Runs on: **{html.escape(services.engine.device.describe())}**", elem_classes=["pg-note"])
+    with gr.Row():
+        start = gr.Button("Start training", variant="primary", interactive=False, elem_id="pg-ft-start")
+        cancel = gr.Button("Cancel", variant="stop", interactive=False, elem_id="pg-ft-cancel")
+    assert set(w) == set(FORM_FIELDS)
+    return TrainingForm(w), {"plan": plan, "start": start, "cancel": cancel}
+
+
+def _progress_and_result() -> dict[str, gr.components.Component]:
+    """Steps 3 and 4: the live progress and curves, then the result, the download and the hub push."""
     gr.Markdown("### 3 · Progress")
-    status = gr.Markdown("No training yet.", elem_id="pg-ft-status")
-    progress = gr.HTML(progress_html(None), elem_id="pg-ft-progress")
-    curves = gr.Plot(plots.training_curves_figure([], train.method), label="Training curves", elem_id="pg-ft-curves")
+    out: dict[str, gr.components.Component] = {}
+    out["status"] = gr.Markdown("No training yet.", elem_id="pg-ft-status")
+    out["progress"] = gr.HTML(progress_html(None), elem_id="pg-ft-progress")
+    out["curves"] = gr.Plot(plots.training_curves_figure([], config.TRAIN.method), label="Training curves",
+                            elem_id="pg-ft-curves")
     gr.Markdown("### 4 · Result")
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
-            result = gr.Markdown("", elem_id="pg-ft-result")
-            zip_button = gr.DownloadButton("Download adapter (.zip)", value=None, visible=False,
-                                           elem_id="pg-ft-zip")
+            out["result"] = gr.Markdown("", elem_id="pg-ft-result")
+            out["zip"] = gr.DownloadButton("Download adapter (.zip)", value=None, visible=False, elem_id="pg-ft-zip")
             with gr.Accordion("Push the adapter to the Hugging Face Hub", open=False):
-                hub_repo = gr.Textbox(label="Hub repository (owner/name)", placeholder="your-username/my-dpo-adapter",
-                                      elem_id="pg-ft-hub-repo")
-                hub_token = gr.Textbox(label="Access token (write)", type="password", elem_id="pg-ft-hub-token",
-                                       info="Used for this upload only; never stored or logged.")
-                hub_button = gr.Button("Push to the Hub", elem_id="pg-ft-hub-push")
-                hub_note = gr.Markdown("", elem_id="pg-ft-hub-note")
+                out["hub_repo"] = gr.Textbox(label="Hub repository (owner/name)",
+                                             placeholder="your-username/my-dpo-adapter", elem_id="pg-ft-hub-repo")
+                out["hub_token"] = gr.Textbox(label="Access token (write)", type="password",
+                                              elem_id="pg-ft-hub-token",
+                                              info="Used for this upload only; never stored or logged.")
+                out["hub_button"] = gr.Button("Push to the Hub", elem_id="pg-ft-hub-push")
+                out["hub_note"] = gr.Markdown("", elem_id="pg-ft-hub-note")
         with gr.Column(scale=4):
-            before_after_plot = gr.Plot(plots.empty_figure("Held-out metrics appear here when a training finishes."),
-                                        label="Before / after", elem_id="pg-ft-before-after")
+            out["before_after"] = gr.Plot(plots.empty_figure("Held-out metrics appear here when a training finishes."),
+                                          label="Before / after", elem_id="pg-ft-before-after")
+    return out
 
+
+def build_finetune_tab(services: Services, session: gr.BrowserState, job_state: gr.BrowserState) -> FinetuneTab:
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=5):
+            d = _data_column(services)
+        with gr.Column(scale=4):
+            form, c = _settings_column(services)
+    r = _progress_and_result()
     data_state = gr.State(None)
     seen = gr.State(None)
     adapters_changed = gr.State("")
     timer = gr.Timer(config.APP.poll_seconds, active=False)
+    method, name = form["method"], form["name"]
 
-    data_outputs = [data_state, report_md, preview, start, upload, example]
-    data_inputs = [source, upload, example, session, method]
+    data_outputs = [data_state, d["report"], d["preview"], c["start"], d["upload"], d["example"]]
+    data_inputs = [d["source"], d["upload"], d["example"], session, method]
     load = partial(load_data, services)
-    source.input(load, data_inputs, data_outputs, api_name=False)
-    upload.change(load, data_inputs, data_outputs, api_name=False)
-    example.input(load, data_inputs, data_outputs, api_name=False)
+    d["source"].input(load, data_inputs, data_outputs, api_name=False)
+    d["upload"].change(load, data_inputs, data_outputs, api_name=False)
+    d["example"].input(load, data_inputs, data_outputs, api_name=False)
     method.input(partial(reload_votes_for_method, services), data_inputs, data_outputs, api_name=False)
-    method.change(method_changed, [method], [lam_d, lam_u], api_name=False, queue=False)
+    method.change(method_changed, [method], [form["desirable_weight"], form["undesirable_weight"]], api_name=False,
+                  queue=False)
     method.input(lambda label: services.suggest_adapter_name(METHODS.get(label, "dpo")), [method], [name],
                  api_name=False, queue=False)
 
-    plan_inputs = [method, data_state, steps, epochs, batch, lam_d, lam_u]
+    plan_inputs = [method, data_state, form["steps"], form["epochs"], form["batch_size"], form["desirable_weight"],
+                   form["undesirable_weight"]]
 
     def plan_fn(method_label, data, steps_, epochs_, batch_, lam_d_, lam_u_):
         return plan_markdown(METHODS.get(method_label, "dpo"), data, steps_, epochs_, batch_, lam_d_, lam_u_)
 
-    gr.on([method.change, data_state.change, steps.change, epochs.change, batch.change, lam_d.change, lam_u.change],
-          plan_fn, plan_inputs, [plan], api_name=False, trigger_mode="always_last", concurrency_limit=None,
-          show_progress="hidden")
+    gr.on([component.change for component in plan_inputs], plan_fn, plan_inputs, [c["plan"]], api_name=False,
+          trigger_mode="always_last", concurrency_limit=None, show_progress="hidden")
 
-    run_outputs = [job_state, timer, status, progress, curves, start, cancel, result, before_after_plot, zip_button,
-                   seen]
-    start.click(partial(start_training, services),
-                [session, data_state, name, heldout_share, method, beta, lr, steps, epochs, batch, max_len, lam_d,
-                 lam_u, lora_r, lora_alpha, lora_dropout], run_outputs, api_name=False, concurrency_limit=None)
+    run_outputs = [job_state, timer, r["status"], r["progress"], r["curves"], c["start"], c["cancel"], r["result"],
+                   r["before_after"], r["zip"], seen]
+    c["start"].click(lambda data: start_training(services, data[session], data[data_state], form.read(data)),
+                     {session, data_state, *form.inputs()}, run_outputs, api_name=False, concurrency_limit=None)
     timer.tick(partial(poll_job, services), [job_state, seen, name],
-               [status, progress, curves, seen, timer, start, cancel, result, before_after_plot, zip_button,
-                adapters_changed, name], api_name=False, concurrency_limit=None, show_progress="hidden")
-    cancel.click(partial(cancel_training, services), [session, job_state], [status], api_name=False,
-                 concurrency_limit=None)
-    hub_button.click(partial(push_to_hub, services), [session, job_state, hub_repo, hub_token],
-                     [hub_note, hub_token], api_name=False, concurrency_limit=1, concurrency_id="hub-push")
-    return FinetuneTab(source, method, data_outputs, timer, run_outputs, adapters_changed, start, name)
-
+               [r["status"], r["progress"], r["curves"], seen, timer, c["start"], c["cancel"], r["result"],
+                r["before_after"], r["zip"], adapters_changed, name], api_name=False, concurrency_limit=None,
+               show_progress="hidden")
+    c["cancel"].click(partial(cancel_training, services), [session, job_state], [r["status"]], api_name=False,
+                      concurrency_limit=None)
+    r["hub_button"].click(partial(push_to_hub, services), [session, job_state, r["hub_repo"], r["hub_token"]],
+                          [r["hub_note"], r["hub_token"]], api_name=False, concurrency_limit=1,
+                          concurrency_id="hub-push")
+    return FinetuneTab(d["source"], method, data_outputs, timer, run_outputs, adapters_changed, c["start"], name)

@@ -6,8 +6,8 @@ else) -> ``plots``.
 
 import html
 import logging
-import math
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -15,16 +15,10 @@ import gradio as gr
 import pandas as pd
 
 from playground import config, plots
+from playground.analysis.curves import kto_value_curves, pair_focus, prospect_curves
 from playground.analysis.scores import DatasetScores
-from playground.analysis.views import (
-    Analysis,
-    InspectSettings,
-    analyse,
-    kto_value_curves,
-    pair_focus,
-    prospect_curves,
-    variant_table,
-)
+from playground.analysis.views import InspectAnalysis, InspectSettings, analyse, variant_table
+from playground.common.numbers import format_number
 from playground.objectives.dpo import DPO_LOSS_TYPES
 from playground.objectives.kto import KTO_LOSS_TYPES
 from playground.objectives.task_metrics import TASK_METRICS
@@ -32,6 +26,7 @@ from playground.objectives.thresholds import TAU_METHODS
 from playground.objectives.value_functions import LIKELIHOOD_REDUCTIONS, VALUE_CONSTRUCTIONS
 from playground.serving.services import Services
 from playground.serving.settings import ServiceInputError
+from playground.ui.formatting import accuracy_text
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +36,11 @@ DATA_UPLOAD = "Upload a file"
 DATA_CHOICES = [DATA_HELDOUT, DATA_VOTES, DATA_UPLOAD]
 DEFAULTS = InspectSettings()
 
-# The settings widgets, in the order their values reach the handlers.
+# The settings widgets, in the order ``settings_from`` takes their values.
 SETTING_FIELDS = ("beta", "dpo_loss_type", "label_smoothing", "kto_loss_type", "desirable_weight", "undesirable_weight",
                   "construction", "likelihood_reduce", "calibrate", "normalise_std", "alpha", "task_metric",
-                  "tau_method", "tau_quantile", "tau_ema_eta", "tau_fixed", "loss_aversion")
+                  "tau_method", "tau_quantile", "tau_ema_eta", "tau_fixed", "loss_aversion", "reward_source")
+REWARD_SOURCES = [("R = implied reward β·log π/π_ref", "implied"), ("R = learned reward head R_phi", "head")]
 
 TABLE_COLUMNS = {
     "pair": "pair", "prompt": "prompt", "chosen": "chosen", "rejected": "rejected", "category": "category",
@@ -57,11 +53,11 @@ TABLE_COLUMNS = {
 
 @dataclass
 class InspectTab:
-    """What the page builder may use: ``refresh_fn`` re-reads the attached adapters into ``refresh_outputs``."""
+    """What the page builder uses: ``refresh`` re-reads the attached adapters into ``variants``."""
 
-    refresh_outputs: list = field(default_factory=list)
-    refresh_fn: Any = None
-    score_button: Any = None
+    variants: gr.Dropdown
+    refresh: Callable[[], dict]
+    score_button: gr.Button
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -77,42 +73,39 @@ def settings_from(*widget_values) -> InspectSettings:
         raise gr.Error(f"A setting is not valid: {exc}") from exc
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return "n/a"
-    return f"{number:.{digits}g}" if math.isfinite(number) else "n/a"
-
-
-def summary_markdown(result: Analysis, scores: DatasetScores) -> str:
-    s = result.summary
+def summary_markdown(result: InspectAnalysis, scores: DatasetScores) -> str:
+    s, f = result.summary, format_number
     source = "precomputed numbers (no model call)" if scores.from_disk else "scored on this server"
-    band = "inside" if s["kto_weight_in_band"] else "outside"
+    band = "inside" if s.kto_weight_in_band else "outside"
+    accuracy = accuracy_text(s.preference_accuracy, s.tied_pairs == s.n_pairs)
     lines = [
-        f"**{html.escape(result.variant)}** on {s['n_pairs']} pairs ({s['n_samples']} unpaired samples), {source}.",
-        f"- **DPO** ({s['dpo_loss_type']}): preference accuracy **{_fmt(s['preference_accuracy'])}**, mean margin "
-        f"β·D **{_fmt(s['mean_margin'])}**, mean loss **{_fmt(s['mean_dpo_loss'])}** (ln 2 = 0.693 at the "
-        f"reference), mean gradient weight {_fmt(s['mean_grad_weight'])}.",
-        f"- **KTO** ({s['kto_loss_type']}): z0 = **{_fmt(s['z0'])}** nats, mean loss **{_fmt(s['mean_kto_loss'])}**, "
-        f"mean reward desirable {_fmt(s['kto_desirable_reward'])} / undesirable {_fmt(s['kto_undesirable_reward'])}. "
-        f"Weight ratio `λ_D·n_D / (λ_U·n_U)` = {_fmt(s['kto_weight_ratio'])}, {band} the paper's band [1, 4/3]: "
-        f"{html.escape(s['kto_weight_advice'])}",
-        f"- **V** ({html.escape(s['value_label'])}): ranks the chosen answer first on "
-        f"**{_fmt(s['value_preference_accuracy'])}** of pairs; τ ({s['tau_method']}) = **{_fmt(s['tau'])}**, "
-        f"{_fmt(100 * s['share_gains'], 3)}% of samples are gains. Mean value: source document (as written) "
-        f"**{_fmt(s['mean_source_objective'])}** vs prospect theory (corrected) **{_fmt(s['mean_prospect_value'])}** "
-        f"(λ = {_fmt(s['loss_aversion'])}). Best hybrid α = {_fmt(s['best_alpha'])} "
-        f"(accuracy {_fmt(s['best_alpha_accuracy'])}).",
+        f"**{html.escape(result.variant)}** on {s.n_pairs} pairs ({s.n_samples} unpaired samples), {source}.",
+        f"- **DPO** ({s.dpo_loss_type}): preference accuracy **{accuracy}**, mean margin β·D "
+        f"**{f(s.mean_margin)}**, mean loss **{f(s.mean_dpo_loss)}** (ln 2 = 0.693 at the reference), mean "
+        f"gradient weight {f(s.mean_grad_weight)}.",
+        f"- **KTO** ({s.kto_loss_type}): z0 = **{f(s.z0)}** nats, mean loss **{f(s.mean_kto_loss)}**, mean reward "
+        f"desirable {f(s.kto_desirable_reward)} / undesirable {f(s.kto_undesirable_reward)}. Weight ratio "
+        f"`λ_D·n_D / (λ_U·n_U)` = {f(s.kto_weight_ratio)}, {band} the paper's band [1, 4/3]: "
+        f"{html.escape(s.kto_weight_advice)}",
+        f"- **V** ({html.escape(s.value_label)}): ranks the chosen answer first on "
+        f"**{f(s.value_preference_accuracy)}** of pairs; τ ({s.tau_method}) = **{f(s.tau)}**, "
+        f"{f(100 * s.share_gains, 3)}% of samples are gains. Mean value: source document (as written) "
+        f"**{f(s.mean_source_objective)}** vs prospect theory (corrected) **{f(s.mean_prospect_value)}** "
+        f"(λ = {f(s.loss_aversion)}). Best hybrid α = {f(s.best_alpha)} (accuracy {f(s.best_alpha_accuracy)}).",
     ]
-    if s.get("reward_baseline") and result.settings.construction == "reward":
-        lines.append(f"- Reward baseline: {html.escape(str(s['reward_baseline']))}.")
+    if result.settings.construction == "reward":
+        if s.reward_source == "head":
+            lines.append(f"- R_phi, the learned reward head, ranks the chosen answer first on "
+                         f"**{f(s.reward_model_accuracy)}** of pairs (each pair scored by a head fitted on the other "
+                         "pairs).")
+        if s.reward_baseline:
+            lines.append(f"- Reward baseline: {html.escape(str(s.reward_baseline))}.")
     for note in dict.fromkeys(result.notes):
         lines.append(f"- _{html.escape(note)}_")
     return "\n".join(lines)
 
 
-def table_frame(result: Analysis) -> pd.DataFrame:
+def table_frame(result: InspectAnalysis) -> pd.DataFrame:
     frame = result.pairs[list(TABLE_COLUMNS)].rename(columns=TABLE_COLUMNS)
     numeric = frame.select_dtypes("number").columns.drop("pair", errors="ignore")
     frame[numeric] = frame[numeric].round(4)
@@ -120,7 +113,13 @@ def table_frame(result: Analysis) -> pd.DataFrame:
 
 
 def variants_frame(scores: DatasetScores, settings: InspectSettings) -> pd.DataFrame:
-    return variant_table(scores, settings).round(4)
+    """The per-variant table as shown: rounded, and the base's accuracy written as a tie."""
+    frame = variant_table(scores, settings)
+    all_tied = frame.pop("tied pairs") == scores.n_pairs
+    frame = frame.round(4)
+    frame["preference accuracy"] = [accuracy_text(a, tied, 4) for a, tied in zip(frame["preference accuracy"],
+                                                                                  all_tied)]
+    return frame
 
 
 PARTS = ("dpo", "kto", "prospect")  # figure groups: 3 DPO, 3 KTO, 4 prospect figures
@@ -142,7 +141,7 @@ def render(scores: DatasetScores | None, variant: str | None, selected: int | No
         variant = _default_view(scores.variants)
     try:
         result = analyse(scores, variant, settings)
-    except ValueError as exc:
+    except (ValueError, KeyError) as exc:
         raise gr.Error(str(exc)) from exc
     n = scores.n_pairs
     focus = None
@@ -160,7 +159,7 @@ def render(scores: DatasetScores | None, variant: str | None, selected: int | No
         ]
     if "kto" in parts:
         figures += [
-            plots.kto_scatter_figure(result.samples, s["z0"], samples_selected, settings.kto_loss_type),
+            plots.kto_scatter_figure(result.samples, s.z0, samples_selected, settings.kto_loss_type),
             plots.kto_value_curve_figure(result.samples, kto_value_curves(result), samples_selected),
             plots.kto_loss_figure(result.samples, samples_selected),
         ]
@@ -168,7 +167,7 @@ def render(scores: DatasetScores | None, variant: str | None, selected: int | No
         search = result.alpha_search
         figures += [
             plots.value_histogram_figure(result.samples, result.taus, settings.tau_method, result.value_label),
-            plots.prospect_bars_figure(result.samples, s["tau"], settings.loss_aversion, result.value_label,
+            plots.prospect_bars_figure(result.samples, s.tau, settings.loss_aversion, result.value_label,
                                        samples_selected),
             plots.objective_comparison_figure(result.samples, prospect_curves(result), result.value_label,
                                               samples_selected),
@@ -179,8 +178,8 @@ def render(scores: DatasetScores | None, variant: str | None, selected: int | No
 
 
 def _default_view(variants: list[str]) -> str:
-    adapters = [v for v in variants if v != "base"]
-    return adapters[0] if adapters else (variants[0] if variants else "base")
+    adapters = [v for v in variants if v != config.BASE_VARIANT]
+    return adapters[0] if adapters else (variants[0] if variants else config.BASE_VARIANT)
 
 
 DATA_KINDS = {DATA_HELDOUT: "heldout", DATA_VOTES: "votes", DATA_UPLOAD: "upload"}
@@ -199,18 +198,99 @@ def load_dataset(services: Services, choice: str, upload: Any, session_id: str |
 # The tab
 
 
-def build_inspect_tab(services, session: Any = None) -> InspectTab:
+def _settings_controls() -> dict[str, gr.components.Component]:
+    """The settings widgets, keyed by ``InspectSettings`` field: the losses, V's construction, its options, tau."""
+    d, r = DEFAULTS, config.SLIDERS
+    w: dict[str, gr.components.Component] = {}
+    with gr.Row():
+        w["beta"] = gr.Slider(r.beta.low, r.beta.high, value=d.beta, step=r.beta.step, label="β (temperature)")
+        w["dpo_loss_type"] = gr.Dropdown(list(DPO_LOSS_TYPES), value=d.dpo_loss_type, label="DPO loss")
+        w["label_smoothing"] = gr.Slider(r.label_smoothing.low, r.label_smoothing.high, value=d.label_smoothing,
+                                         step=r.label_smoothing.step, label="Label smoothing ε (sigmoid, robust)")
+        w["kto_loss_type"] = gr.Dropdown(list(KTO_LOSS_TYPES), value=d.kto_loss_type, label="KTO loss")
+        w["desirable_weight"] = gr.Slider(r.kto_weight.low, r.kto_weight.high, value=d.desirable_weight,
+                                          step=r.kto_weight.step, label="λ_D (desirable weight)")
+        w["undesirable_weight"] = gr.Slider(r.kto_weight.low, r.kto_weight.high, value=d.undesirable_weight,
+                                            step=r.kto_weight.step, label="λ_U (undesirable weight)")
+    with gr.Row():
+        w["construction"] = gr.Radio(list(VALUE_CONSTRUCTIONS), value=d.construction, label="V construction")
+        w["likelihood_reduce"] = gr.Radio(list(LIKELIHOOD_REDUCTIONS), value=d.likelihood_reduce,
+                                          label="Likelihood: token log-probs")
+        w["calibrate"] = gr.Checkbox(value=d.calibrate, label="Likelihood: calibrate against the reference")
+    with gr.Row():
+        w["reward_source"] = gr.Radio(REWARD_SOURCES, value=d.reward_source, label="Reward: which R",
+                                      elem_id="pg-inspect-reward-source")
+        w["normalise_std"] = gr.Checkbox(value=d.normalise_std, label="Reward: divide by std")
+        w["alpha"] = gr.Slider(r.alpha.low, r.alpha.high, value=d.alpha, step=r.alpha.step,
+                               label="Hybrid α (weight on P_LM)")
+        w["task_metric"] = gr.Dropdown(list(TASK_METRICS), value=d.task_metric, label="Task metric")
+    with gr.Row():
+        w["tau_method"] = gr.Radio(list(TAU_METHODS), value=d.tau_method, label="τ method")
+        w["tau_quantile"] = gr.Slider(r.tau_quantile.low, r.tau_quantile.high, value=d.tau_quantile,
+                                      step=r.tau_quantile.step, label="τ quantile q",
+                                      visible=d.tau_method == "quantile")
+        w["tau_ema_eta"] = gr.Slider(r.tau_ema_eta.low, r.tau_ema_eta.high, value=d.tau_ema_eta,
+                                     step=r.tau_ema_eta.step, label="τ EMA step η", visible=d.tau_method == "ema")
+        w["tau_fixed"] = gr.Number(value=d.tau_fixed, label="τ task bar (fixed, in V units)",
+                                   visible=d.tau_method == "fixed")
+        w["loss_aversion"] = gr.Slider(r.loss_aversion.low, r.loss_aversion.high, value=d.loss_aversion,
+                                       step=r.loss_aversion.step, label="Loss aversion λ")
+    assert set(w) == set(SETTING_FIELDS)
+    return w
+
+
+def _views(initial: list) -> tuple[list, dict[str, list]]:
+    """The summary, both tables and the ten figures in their sub-tabs: (render outputs in ``render`` order, the
+    figures of each part)."""
+    summary = gr.Markdown(initial[0])
+    variant_table_ = gr.DataFrame(initial[1], label="All scored variants (current settings)", interactive=False,
+                                  max_height=220)
+    table = gr.DataFrame(initial[2], label="Per pair (click a column header to sort, a row to focus the pair)",
+                         interactive=False, max_height=420, wrap=False, pinned_columns=2, show_search="search")
+    with gr.Tabs():
+        with gr.Tab("DPO"):
+            with gr.Row():
+                dpo = [gr.Plot(initial[3], show_label=False), gr.Plot(initial[4], show_label=False)]
+            dpo.append(gr.Plot(initial[5], show_label=False))
+        with gr.Tab("KTO"):
+            with gr.Row():
+                kto = [gr.Plot(initial[6], show_label=False), gr.Plot(initial[7], show_label=False)]
+            kto.append(gr.Plot(initial[8], show_label=False))
+        with gr.Tab("Prospect view (source material)"):
+            gr.Markdown("The source material's value V(x, y), thresholds τ and objective. Its written objective "
+                        "puts λ on gains and uses no labels; prospect theory (and KTO) weighs losses by λ. Both are "
+                        "shown.")
+            with gr.Row():
+                prospect = [gr.Plot(initial[9], show_label=False), gr.Plot(initial[10], show_label=False)]
+            prospect += [gr.Plot(initial[11], show_label=False), gr.Plot(initial[12], show_label=False)]
+    return [summary, variant_table_, table, *dpo, *kto, *prospect], {"dpo": dpo, "kto": kto, "prospect": prospect}
+
+
+def _parts_changed_by(name: str) -> tuple[str, ...]:
+    """The figure groups a setting changes (beta changes all of them; the summary and tables always redraw)."""
+    if name in DPO_FIELDS:
+        return ("dpo",)
+    if name in KTO_FIELDS:
+        return ("kto",)
+    return PARTS if name == "beta" else ("prospect",)
+
+
+def selected_pair(evt: gr.SelectData) -> int | None:
+    """The pair number of the table row a click selected (its first column), or None."""
+    row = getattr(evt, "row_value", None)
+    try:
+        return int(row[0]) if row else int(evt.index[0])
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def build_inspect_tab(services: Services, session: gr.BrowserState) -> InspectTab:
     """Build the tab inside the caller's ``gr.Tab("Inspect")``. ``session`` is the page's session-id state (for
-    "this session's votes"); without it the tab reads the same browser-stored id itself."""
-    engine = services.engine
+    "this session's votes")."""
     heldout = services.heldout_pairs
     initial_scores = services.precomputed_scores()
     initial_view = _default_view(initial_scores.variants) if initial_scores else None
     initial = render(initial_scores, initial_view, None, DEFAULTS)
-
-    if session is None:
-        session = gr.BrowserState(None, storage_key=config.APP.session_storage_key, secret=services.secret) \
-            if hasattr(services, "secret") else gr.State(None)
     scores_state = gr.State(initial_scores)
     selected_state = gr.State(None)
 
@@ -223,8 +303,8 @@ def build_inspect_tab(services, session: Any = None) -> InspectTab:
             upload = gr.File(label="Feedback file (CSV, TSV, JSONL, JSON)", visible=False,
                              file_types=[".csv", ".tsv", ".jsonl", ".json"])
         with gr.Column(scale=2):
-            variants = engine.variant_names()
-            adapters = gr.Dropdown(variants, value=variants, multiselect=True, label="Variants to score",
+            names = services.variant_names()
+            adapters = gr.Dropdown(names, value=names, multiselect=True, label="Variants to score",
                                    info="The reference (base, adapters off) is always scored.")
             score_button = gr.Button("Score", variant="primary")
         with gr.Column(scale=1):
@@ -232,80 +312,22 @@ def build_inspect_tab(services, session: Any = None) -> InspectTab:
                                label="Show variant", interactive=True)
     status = gr.Markdown("Showing precomputed numbers for the bundled held-out pairs." if initial_scores else
                          "Press **Score** to compute log-probs for the chosen data set.")
-
     with gr.Accordion("Settings (redraw instantly, no model call)", open=True):
-        with gr.Row():
-            beta = gr.Slider(0.01, 1.0, value=DEFAULTS.beta, step=0.01, label="β (temperature)")
-            dpo_loss_type = gr.Dropdown(list(DPO_LOSS_TYPES), value=DEFAULTS.dpo_loss_type, label="DPO loss")
-            label_smoothing = gr.Slider(0.0, 0.45, value=DEFAULTS.label_smoothing, step=0.01,
-                                        label="Label smoothing ε (sigmoid, robust)")
-            kto_loss_type = gr.Dropdown(list(KTO_LOSS_TYPES), value=DEFAULTS.kto_loss_type, label="KTO loss")
-            lam_d = gr.Slider(0.1, 5.0, value=DEFAULTS.desirable_weight, step=0.05, label="λ_D (desirable weight)")
-            lam_u = gr.Slider(0.1, 5.0, value=DEFAULTS.undesirable_weight, step=0.05,
-                              label="λ_U (undesirable weight)")
-        with gr.Row():
-            construction = gr.Radio(list(VALUE_CONSTRUCTIONS), value=DEFAULTS.construction,
-                                    label="V construction")
-            reduce = gr.Radio(list(LIKELIHOOD_REDUCTIONS), value=DEFAULTS.likelihood_reduce,
-                              label="Likelihood: token log-probs")
-            calibrate = gr.Checkbox(value=DEFAULTS.calibrate, label="Likelihood: calibrate against the reference")
-            normalise = gr.Checkbox(value=DEFAULTS.normalise_std, label="Reward: divide by std")
-            alpha = gr.Slider(0.0, 1.0, value=DEFAULTS.alpha, step=0.05, label="Hybrid α (weight on P_LM)")
-            task_metric = gr.Dropdown(list(TASK_METRICS), value=DEFAULTS.task_metric, label="Task metric")
-        with gr.Row():
-            tau_method = gr.Radio(list(TAU_METHODS), value=DEFAULTS.tau_method, label="τ method")
-            tau_quantile = gr.Slider(0.0, 1.0, value=DEFAULTS.tau_quantile, step=0.05, label="τ quantile q",
-                                     visible=DEFAULTS.tau_method == "quantile")
-            tau_eta = gr.Slider(0.01, 1.0, value=DEFAULTS.tau_ema_eta, step=0.01, label="τ EMA step η",
-                                visible=DEFAULTS.tau_method == "ema")
-            tau_fixed = gr.Number(value=DEFAULTS.tau_fixed, label="τ task bar (fixed, in V units)",
-                                  visible=DEFAULTS.tau_method == "fixed")
-            loss_aversion = gr.Slider(1.0, 5.0, value=DEFAULTS.loss_aversion, step=0.05, label="Loss aversion λ")
-    setting_widgets = [beta, dpo_loss_type, label_smoothing, kto_loss_type, lam_d, lam_u, construction, reduce,
-                       calibrate, normalise, alpha, task_metric, tau_method, tau_quantile, tau_eta, tau_fixed,
-                       loss_aversion]
-    assert len(setting_widgets) == len(SETTING_FIELDS)
+        widgets = _settings_controls()
+    render_outputs, figure_groups = _views(initial)
 
-    summary = gr.Markdown(initial[0])
-    variant_table = gr.DataFrame(initial[1], label="All scored variants (current settings)", interactive=False,
-                                 max_height=220)
-    table = gr.DataFrame(initial[2], label="Per pair (click a column header to sort, a row to focus the pair)",
-                         interactive=False, max_height=420, wrap=False, pinned_columns=2, show_search="search")
-    with gr.Tabs():
-        with gr.Tab("DPO"):
-            with gr.Row():
-                f_scatter = gr.Plot(initial[3], show_label=False)
-                f_bars = gr.Plot(initial[4], show_label=False)
-            f_waterfall = gr.Plot(initial[5], show_label=False)
-        with gr.Tab("KTO"):
-            with gr.Row():
-                f_kto_scatter = gr.Plot(initial[6], show_label=False)
-                f_kto_value = gr.Plot(initial[7], show_label=False)
-            f_kto_loss = gr.Plot(initial[8], show_label=False)
-        with gr.Tab("Prospect view (source material)"):
-            gr.Markdown("The source material's value V(x, y), thresholds τ and objective. Its written objective "
-                        "puts λ on gains and uses no labels; prospect theory (and KTO) weighs losses by λ. Both are "
-                        "shown.")
-            with gr.Row():
-                f_hist = gr.Plot(initial[9], show_label=False)
-                f_prospect = gr.Plot(initial[10], show_label=False)
-            f_objective = gr.Plot(initial[11], show_label=False)
-            f_alpha = gr.Plot(initial[12], show_label=False)
-    render_outputs = [summary, variant_table, table, f_scatter, f_bars, f_waterfall, f_kto_scatter, f_kto_value,
-                      f_kto_loss, f_hist, f_prospect, f_objective, f_alpha]
-
-    # ---- handlers (inputs as a set: each handler gets one dict, component -> value) ---------------------------
+    # ---- handlers: each gets one dict, component -> value --------------------------------------------------------
     def settings_of(data) -> InspectSettings:
-        return settings_from(*[data[w] for w in setting_widgets])
+        return settings_from(*[data[widgets[name]] for name in SETTING_FIELDS])
 
     def score(data, progress=gr.Progress()):
         settings = settings_of(data)
         frame, what = load_dataset(services, data[dataset], data[upload], data[session])
-        wanted = [v for v in (data[adapters] or []) if v in engine.variant_names()] or ["base"]
+        wanted = [v for v in (data[adapters] or []) if v in services.variant_names()] or [config.BASE_VARIANT]
         try:
             scores = services.score_dataset(frame, wanted, lambda f, m: progress(f, desc=m))
         except (KeyError, ValueError) as exc:
-            raise gr.Error(str(exc)) from exc
+            raise gr.Error(str(exc).strip("'\"")) from exc
         shown = _default_view(scores.variants)
         message = f"Scored {what}: {scores.n_pairs} pairs under {', '.join(scores.variants)} (+ reference)."
         return [scores, None, gr.update(choices=scores.variants, value=shown), message,
@@ -315,11 +337,7 @@ def build_inspect_tab(services, session: Any = None) -> InspectTab:
         return render(data[scores_state], data[view], data[selected_state], settings_of(data), parts)
 
     def select_row(data, evt: gr.SelectData):
-        row = getattr(evt, "row_value", None)
-        try:
-            selected = int(row[0]) if row else int(evt.index[0])
-        except (TypeError, ValueError, IndexError):
-            selected = None
+        selected = selected_pair(evt)
         return [selected, *render(data[scores_state], data[view], selected, settings_of(data))]
 
     def tau_visibility(method):
@@ -327,23 +345,19 @@ def build_inspect_tab(services, session: Any = None) -> InspectTab:
                 gr.update(visible=method == "fixed"))
 
     def refresh():
-        return gr.update(choices=engine.variant_names())
+        return gr.update(choices=services.variant_names())
 
+    setting_inputs = set(widgets.values())
     dataset.change(lambda c: gr.update(visible=c == DATA_UPLOAD), [dataset], [upload], api_name=False, queue=False)
-    score_button.click(score, {dataset, upload, adapters, session, *setting_widgets},
+    score_button.click(score, {dataset, upload, adapters, session, *setting_inputs},
                        [scores_state, selected_state, view, status, *render_outputs], api_name=False,
                        concurrency_limit=1, concurrency_id="inspect-score")
-    redraw_inputs = {scores_state, view, selected_state, *setting_widgets}
+    redraw_inputs = {scores_state, view, selected_state, *setting_inputs}
     common = dict(api_name=False, show_progress="minimal", trigger_mode="always_last")
-    tables = [summary, variant_table, table]
-    figure_groups = {"dpo": [f_scatter, f_bars, f_waterfall], "kto": [f_kto_scatter, f_kto_value, f_kto_loss],
-                     "prospect": [f_hist, f_prospect, f_objective, f_alpha]}
     view.input(redraw, redraw_inputs, render_outputs, **common)
-    for name, widget in zip(SETTING_FIELDS, setting_widgets):
-        # a control redraws only the figures it changes (beta changes all of them)
-        parts = ("dpo",) if name in DPO_FIELDS else ("kto",) if name in KTO_FIELDS else \
-            PARTS if name == "beta" else ("prospect",)
-        outputs = tables + [f for p in parts for f in figure_groups[p]]
+    for name, widget in widgets.items():
+        parts = _parts_changed_by(name)
+        outputs = render_outputs[:3] + [f for part in parts for f in figure_groups[part]]
         handler = partial(redraw, parts=parts)
         if isinstance(widget, gr.Slider):
             widget.release(handler, redraw_inputs, outputs, **common)
@@ -352,8 +366,10 @@ def build_inspect_tab(services, session: Any = None) -> InspectTab:
             widget.blur(handler, redraw_inputs, outputs, **common)
         else:
             widget.input(handler, redraw_inputs, outputs, **common)
-    tau_method.change(tau_visibility, [tau_method], [tau_quantile, tau_eta, tau_fixed], api_name=False, queue=False)
-    table.select(select_row, {scores_state, view, *setting_widgets}, [selected_state, *render_outputs],
+    widgets["tau_method"].change(tau_visibility, [widgets["tau_method"]],
+                                 [widgets["tau_quantile"], widgets["tau_ema_eta"], widgets["tau_fixed"]],
+                                 api_name=False, queue=False)
+    table = render_outputs[2]
+    table.select(select_row, {scores_state, view, *setting_inputs}, [selected_state, *render_outputs],
                  api_name=False, show_progress="minimal")
-
-    return InspectTab(refresh_outputs=[adapters], refresh_fn=refresh, score_button=score_button)
+    return InspectTab(variants=adapters, refresh=refresh, score_button=score_button)

@@ -1,5 +1,5 @@
 """Learn tab: DPO and KTO for a non-specialist, in a few screens, with the source document's claims shown beside the
-corrected ones (DESIGN.md section 3). The value-function figure draws ``prospect.prospect_value`` and
+corrected ones (docs/DESIGN.md section 4). The value-function figure draws ``prospect.prospect_value`` and
 ``prospect.source_objective``, the same functions the Inspect tab uses."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import torch
 
 from playground import config, plots
 from playground.objectives.prospect import prospect_value, source_objective
+from playground.serving.services import Services
 
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
 
@@ -111,7 +112,7 @@ DATA = DATA_TEMPLATE.replace("{data_table}", _table(("", "DPO", "KTO"), [
 
 
 def comparison_table() -> str:
-    """DESIGN.md section 3's comparison, with the source document's wrong claims shown beside the corrections."""
+    """The source document's comparison (docs/DESIGN.md section 4), its wrong claims shown beside the corrections."""
     glance = _table(("", "DPO", "KTO"), [
         ("Model of human judgement", "Bradley–Terry preferences between two answers",
          "Prospect theory: gains and losses against a reference point"),
@@ -206,11 +207,11 @@ def speed_markdown(records: list[dict], device: str) -> str:
     return "\n".join(lines)
 
 
-def refresh_speed(services) -> str:
+def refresh_speed(services: Services) -> str:
     return speed_markdown(services.step_times(), services.engine.device.describe())
 
 
-def build_learn_tab(services):
+def build_learn_tab(services: Services):
     """Returns the speed Markdown component and its refresh function (the page refreshes it when a run ends)."""
     with gr.Tabs():
         with gr.Tab("1 · Objectives"):

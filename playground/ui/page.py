@@ -2,7 +2,7 @@
 
 No module-level mutable state: everything per user lives in the browser (``gr.BrowserState``: the session id and the
 running job's id, encrypted with a per-server secret kept in the data dir, so a refresh or a restart keeps them) or
-in per-session ``gr.State``; everything per server lives in :class:`playground.services.Services`.
+in per-session ``gr.State``; everything per server lives in :class:`playground.serving.services.Services`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from playground.serving.services import Services
 from playground.ui import api, theme
 from playground.ui.compare_tab import build_compare_tab, refresh_variants, votes_view
 from playground.ui.finetune_tab import build_finetune_tab, reattach, send_votes
+from playground.ui.inspect_tab import build_inspect_tab
 from playground.ui.learn_tab import build_learn_tab
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 TITLE = "DPO vs KTO alignment playground"
 
 
-def header_markdown(services) -> str:
+def header_markdown(services: Services) -> str:
     info = services.describe()
     adapters = ", ".join(f"**{html.escape(a['name'])}** ({a['method'].upper()}, {a['source']})"
                          for a in info["adapters"]) or "none attached (only the base can generate)"
@@ -41,33 +42,6 @@ def header_markdown(services) -> str:
 def init_session(session_id):
     """The browser's session id: the stored one when valid, else a new random one (stored by the browser)."""
     return session_id if votes.valid_session_id(session_id) else uuid.uuid4().hex
-
-
-def _inspect_tab(services, session):
-    """The Inspect tab from its own module; a clear message instead when it cannot be built."""
-    try:
-        from playground.ui.inspect_tab import build_inspect_tab
-    except Exception as exc:  # noqa: BLE001 - the rest of the page must still work
-        log.warning("Inspect tab unavailable: %s", exc)
-        gr.Markdown(f"**The Inspect tab is unavailable** on this server ({html.escape(type(exc).__name__)}: "
-                    f"{html.escape(str(exc))}). Compare, Fine-tune and Learn work without it.")
-        return None
-    try:
-        return build_inspect_tab(services, session=session)
-    except Exception as exc:  # noqa: BLE001
-        log.exception("Inspect tab failed to build")
-        gr.Markdown(f"**The Inspect tab could not be built** ({html.escape(type(exc).__name__)}: "
-                    f"{html.escape(str(exc))}). Compare, Fine-tune and Learn work without it.")
-        return None
-
-
-def _inspect_refresh(inspect):
-    """(outputs, fn) when the Inspect tab exposes a way to refresh its variant list, else None."""
-    outputs = getattr(inspect, "refresh_outputs", None)
-    fn = getattr(inspect, "refresh_fn", None) or getattr(inspect, "refresh", None)
-    if outputs and callable(fn):
-        return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs], fn
-    return None
 
 
 def build_app(services: Services) -> gr.Blocks:
@@ -83,7 +57,7 @@ def build_app(services: Services) -> gr.Blocks:
             with gr.Tab("Compare", id="compare") as compare_tab_item:
                 compare = build_compare_tab(services, session)
             with gr.Tab("Inspect", id="inspect"):
-                inspect = _inspect_tab(services, session)
+                inspect = build_inspect_tab(services, session)
             with gr.Tab("Fine-tune", id="finetune"):
                 finetune = build_finetune_tab(services, session, job_state)
             with gr.Tab("Learn", id="learn") as learn_tab_item:
@@ -119,11 +93,8 @@ def build_app(services: Services) -> gr.Blocks:
         compare_tab_item.select(partial(refresh_variants, services), [compare.variants], [compare.variants],
                                 api_name=False, queue=False)
         learn_tab_item.select(refresh_speed, None, [speed], api_name=False, queue=False)
-        refresh = _inspect_refresh(inspect)
-        if refresh:
-            outputs, fn = refresh
-            finetune.adapters_changed.change(fn, None, outputs, api_name=False, queue=False)
-            demo.load(fn, None, outputs, api_name=False, queue=False)
+        finetune.adapters_changed.change(inspect.refresh, None, [inspect.variants], api_name=False, queue=False)
+        demo.load(inspect.refresh, None, [inspect.variants], api_name=False, queue=False)
     demo.queue(default_concurrency_limit=config.APP.concurrency_limit, max_size=config.APP.max_queue)
     return demo
 

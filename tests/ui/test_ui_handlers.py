@@ -275,12 +275,19 @@ def test_send_votes_loads_them_in_the_finetune_tab(services):
     assert out[0]["format"] == "unpaired" and out[0]["rows_for"]["kto"] == 2
 
 
+# the test's short names for the Fine-tune form's fields
+FORM_KEYS = {"method_label": "method", "lr": "learning_rate", "batch": "batch_size", "max_len": "max_length",
+             "lam_d": "desirable_weight", "lam_u": "undesirable_weight", "r": "lora_r", "alpha": "lora_alpha",
+             "dropout": "lora_dropout"}
+
+
 def _start(services, data, name="tiny-run", **over):
     args = dict(method_label="DPO (pairs)", beta=0.1, lr=5e-4, steps=TINY_TRAIN["steps"], epochs=1.0,
                 batch=TINY_TRAIN["batch"], max_len=TINY_TRAIN["max_len"], lam_d=1.0, lam_u=1.0, r=4, alpha=8,
                 dropout=0.0)
     args.update(over)
-    return finetune_tab.start_training(services, SESSION, data, name, 0.0, *args.values())
+    form = {FORM_KEYS.get(k, k): v for k, v in args.items()}
+    return finetune_tab.start_training(services, SESSION, data, {**form, "name": name, "heldout_share": 0.0})
 
 
 def test_refusals_name_the_value(services):

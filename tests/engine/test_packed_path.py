@@ -10,6 +10,7 @@ import dataclasses
 
 import pytest
 import torch
+from conftest import make_tiny_model
 
 from playground import config
 from playground.engine.device import DeviceChoice  # noqa: E402
@@ -24,7 +25,6 @@ from playground.engine.scoring import collate, response_token_logps  # noqa: E40
 from playground.engine.templating import TokenizedPair, tokenize_pair  # noqa: E402
 from playground.training.forward import sequence_logps  # noqa: E402
 from playground.training.loop import attach_lora, autocast_weights, train  # noqa: E402
-from tests.conftest import make_tiny_model
 
 PROMPTS = ["Is the sky blue?", "Do cats purr?", "Is the sky blue?", "Why?", "Is the sky blue?",
            "Tell me a long story about dragons and knights, please."]

@@ -60,7 +60,8 @@ def test_wraps_with_spaces_gpu_on_zerogpu(monkeypatch):
 # --------------------------------------------------------------------------------------------------------------------
 # The GPU functions: which are wrapped, with which durations, and that they work across a pickling boundary
 
-GPU_FUNCTIONS = ("stream_answers", "score_answers", "generate_and_score", "score_rows", "train_adapter")
+GPU_FUNCTIONS = ("stream_answers", "score_answers", "generate_and_score", "score_rows", "reward_features",
+                 "train_adapter")
 PAIRS = pd.DataFrame({"prompt": [f"Question {i}?" for i in range(6)], "chosen": ["Yes, it is."] * 6,
                       "rejected": ["Go away."] * 6})
 
@@ -130,6 +131,7 @@ def test_each_gpu_function_is_wrapped_with_its_documented_duration(on_fake_zerog
         "score_answers": config.ZEROGPU.generation,
         "generate_and_score": config.ZEROGPU.generation,
         "score_rows": config.ZEROGPU.scoring,
+        "reward_features": config.ZEROGPU.scoring,
         "train_adapter": config.ZEROGPU.training,
     } == DURATIONS
     for name in GPU_FUNCTIONS:

@@ -2,7 +2,7 @@
 
 On tiny random Llamas with the real SmolLM2 tokenizer and chat template, a one-step ``DPOTrainer`` / ``KTOTrainer``
 run logs the loss and metrics of the untouched models (the optimiser steps after the forward pass). The same numbers
-must come out of ``playground.scoring.score`` + ``playground.losses``. The tokenisation test checks that our
+must come out of ``playground.engine.scoring.score`` + ``playground.objectives``. The tokenisation test checks that our
 prompt/response boundary is TRL's token for token, so the parity is not a coincidence of sums.
 
 ``trl`` (and ``datasets``) are test-only dependencies: imported here and nowhere in ``playground``.

@@ -16,7 +16,7 @@ from packaging.requirements import Requirement
 from playground import config
 from playground.engine.base_model import ModelSourceError, embedded_gguf_path, resolve_base_model  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def front_matter() -> dict:

@@ -33,7 +33,7 @@ from playground.feedback import (  # noqa: E402
 )
 from playground.feedback.schema import ROW_CONVENTION  # noqa: E402
 
-BAD = Path(__file__).parent / "bad_files"
+BAD = Path(__file__).resolve().parents[1] / "bad_files"
 DATA = REPO_ROOT / "data"
 EXAMPLES = DATA / "examples"
 

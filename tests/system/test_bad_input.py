@@ -170,11 +170,18 @@ def _example_state(services):
     return finetune_tab.load_data(services, finetune_tab.SOURCE_EXAMPLE, None, "paired_example.csv", SESSION, DPO)[0]
 
 
+# the test's short names for the Fine-tune form's fields
+FORM_KEYS = {"method_label": "method", "lr": "learning_rate", "batch": "batch_size", "max_len": "max_length",
+             "lam_d": "desirable_weight", "lam_u": "undesirable_weight", "r": "lora_r", "alpha": "lora_alpha",
+             "dropout": "lora_dropout"}
+
+
 def _start(services, data, name="bad-input-run", **over):
     args = dict(method_label=DPO, beta=0.1, lr=5e-4, steps=2, epochs=1.0, batch=2, max_len=64, lam_d=1.0, lam_u=1.0,
                 r=4, alpha=8, dropout=0.0)
     args.update(over)
-    return finetune_tab.start_training(services, SESSION, data, name, 0.0, *args.values())
+    form = {FORM_KEYS.get(k, k): v for k, v in args.items()}
+    return finetune_tab.start_training(services, SESSION, data, {**form, "name": name, "heldout_share": 0.0})
 
 
 BAD_HYPERPARAMETERS = [
@@ -343,7 +350,7 @@ def test_user_paths_never_escape(services, tmp_path):
 
 
 def test_no_remote_code_no_pickle_loading_loopback_by_default():
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     sources = [p for p in (root / "playground").rglob("*.py")] + [root / "app.py"]
     for path in sources:
         text = path.read_text(encoding="utf-8")

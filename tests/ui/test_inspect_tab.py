@@ -38,7 +38,7 @@ def make_services(engine, tmp_path, votes=None) -> Services:
 
 def build(services):
     with gr.Blocks() as demo, gr.Tab("Inspect"):
-        tab = inspect_tab.build_inspect_tab(services)
+        tab = inspect_tab.build_inspect_tab(services, gr.State(None))
     return demo, tab
 
 
@@ -74,7 +74,7 @@ def test_tab_scores_and_redraws_without_model_calls(tiny_engine, tmp_path, monke
     monkeypatch.setattr(services_module, "DEFAULT_DISK_CACHE", tmp_path / "none.json")
     services = make_services(tiny_engine, tmp_path)
     demo, tab = build(services)
-    assert tab.refresh_fn()["choices"] == ["base", "dpo", "kto"]
+    assert tab.refresh()["choices"] == ["base", "dpo", "kto"]
     fns = {}
     for fn in demo.fns.values():
         fns.setdefault(fn.name, fn)

@@ -17,8 +17,8 @@ from pathlib import Path
 from gradio_client import Client, handle_file
 from tiny_server import free_port, wait_until_up
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "data" / "examples"
-LAUNCHER = Path(__file__).resolve().parent / "tiny_server.py"
+EXAMPLES = Path(__file__).resolve().parents[2] / "data" / "examples"
+LAUNCHER = Path(__file__).resolve().parents[1] / "tiny_server.py"
 SESSION = "r" * 32
 TINY = {"steps": 2, "batch_size": 2, "max_length": 64, "lora_r": 4, "lora_alpha": 8}
 LONG = {**TINY, "steps": 5000}  # far more steps than the test waits for: the kill lands mid-training

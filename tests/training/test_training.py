@@ -9,6 +9,7 @@ import threading
 import pandas as pd
 import pytest
 import torch
+from conftest import make_tiny_model
 
 from playground import config
 from playground.engine.adapters import discover_adapters, validate_adapter_dir  # noqa: E402
@@ -18,7 +19,6 @@ from playground.training.data import TrainingInputError, plan_batches, validate_
 from playground.training.jobs import AdapterNameError, TrainingQueue, sanitise_adapter_name  # noqa: E402
 from playground.training.loop import StepMetrics, attach_lora, train  # noqa: E402
 from playground.training.saving import clean_stale_tmp, save_adapter_atomically  # noqa: E402
-from tests.conftest import make_tiny_model
 
 CPU = DeviceChoice(torch.device("cpu"), torch.float32, None)
 PROMPTS = ["Is the sky blue?", "Do cats purr?", "Is water wet?", "Can birds fly?", "Is fire hot?", "Is ice cold?"]

@@ -12,10 +12,11 @@ import torch
 
 from playground import config
 from playground.analysis.cache import InspectCache, adapter_identity  # noqa: E402
+from playground.analysis.curves import pair_focus  # noqa: E402
 from playground.analysis.datasets import prepare_pairs, unpaired_view  # noqa: E402
 from playground.analysis.precomputed import load_precomputed, save_precomputed  # noqa: E402
 from playground.analysis.scores import score_dataset  # noqa: E402
-from playground.analysis.views import InspectSettings, analyse, pair_focus, summary_json  # noqa: E402
+from playground.analysis.views import InspectSettings, analyse, summary_json  # noqa: E402
 from playground.engine import scoring as scoring_module  # noqa: E402
 from playground.engine.scoring import score  # noqa: E402
 from playground.objectives.dpo import dpo_loss  # noqa: E402
@@ -131,8 +132,8 @@ def check_losses(scores, dpo_loss_type, smoothing):
     np.testing.assert_allclose(result.pairs["dpo_loss"], expected.loss.numpy(), rtol=1e-12)
     np.testing.assert_allclose(result.pairs["margin"], expected.margin.numpy(), rtol=1e-12)
     np.testing.assert_allclose(result.pairs["grad_weight"], expected.grad_weight.numpy(), rtol=1e-12)
-    assert result.summary["preference_accuracy"] == pytest.approx(expected.accuracy)
-    assert result.summary["mean_dpo_loss"] == pytest.approx(expected.loss.mean().item())
+    assert result.summary.preference_accuracy == pytest.approx(expected.accuracy)
+    assert result.summary.mean_dpo_loss == pytest.approx(expected.loss.mean().item())
     # the scatter axes: policy log-ratio - reference log-ratio = D
     np.testing.assert_allclose(result.pairs["policy_logratio"] - result.pairs["ref_logratio"],
                                result.pairs["delta"], atol=1e-9)
@@ -142,7 +143,7 @@ def check_losses(scores, dpo_loss_type, smoothing):
                           torch.arange(2 * n) < n, t(pol.kl_sum), t(ref.kl_sum), beta=0.3, desirable_weight=1.2,
                           undesirable_weight=0.9)
     np.testing.assert_allclose(result.samples["kto_loss"], kto.loss.numpy(), rtol=1e-12)
-    assert result.summary["z0"] == pytest.approx(kto.z0.item())
+    assert result.summary.z0 == pytest.approx(kto.z0.item())
     assert (result.samples["label"] == "desirable").sum() == n
     np.testing.assert_allclose(result.pairs["kto_loss_rejected"], kto.loss.numpy()[n:], rtol=1e-12)
 
@@ -151,7 +152,7 @@ def test_base_variant_is_the_reference(scored):
     _, _, scores, _ = scored
     result = analyse(scores, "base")
     assert np.allclose(result.pairs["dpo_loss"], math.log(2))
-    assert result.summary["z0"] == 0.0
+    assert result.summary.z0 == 0.0
 
 
 def test_value_views_match_values_module(scored):
@@ -178,7 +179,7 @@ def check_values(scores, construction, tau_method):
     np.testing.assert_allclose(result.samples["prospect_value"], report.prospect.value.numpy(), rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(result.samples["source_objective"], report.prospect.source_objective.numpy(),
                                rtol=1e-9, atol=1e-12)
-    assert result.summary["tau"] == pytest.approx(report.tau.tau)
+    assert result.summary.tau == pytest.approx(report.tau.tau)
     assert result.taus[tau_method] == pytest.approx(report.tau.tau)
     assert set(result.taus) == set(TAU_METHODS)
     assert len(result.alpha_search.alphas) == len(ALPHA_GRID)

@@ -18,7 +18,7 @@ from tiny_server import build, serving
 
 from playground import config
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "data" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "data" / "examples"
 TINY = {"steps": 2, "batch_size": 2, "max_length": 64, "lora_r": 4, "lora_alpha": 8}
 LONG = {**TINY, "steps": 5000}  # runs until cancelled
 FINISHED = ("done", "failed", "cancelled", "interrupted")

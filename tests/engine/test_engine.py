@@ -6,13 +6,13 @@ import json
 
 import pytest
 import torch
+from conftest import make_tiny_model, save_random_adapter
 
 from playground import config
 from playground.engine.adapters import AdapterError, AdapterInfo, discover_adapters  # noqa: E402
 from playground.engine.base_model import BaseModelSource, ModelSourceError, load_base_model, resolve_base_model  # noqa: E402
 from playground.engine.device import cpu_supports_bf16, pick_device  # noqa: E402
 from playground.engine.engine import Engine  # noqa: E402
-from tests.conftest import make_tiny_model, save_random_adapter
 
 
 def test_resolution_order(tmp_path):
