@@ -260,3 +260,15 @@ def test_kto_matches_trl(policy, reference, tokenizer, tmp_path, variant):
     assert terms.undesirable_reward_mean == pytest.approx(logged["rewards/rejected"], abs=TOLERANCE)
     margin = terms.desirable_reward_mean - terms.undesirable_reward_mean
     assert margin == pytest.approx(logged["rewards/margins"], abs=TOLERANCE)
+
+
+def test_dpo_with_sft_matches_trl(policy, reference, tokenizer, tmp_path):
+    """RPO: TRL's loss_type=["sigmoid", "sft"] with loss_weights=[1, 0.5] is dpo_loss + sft_terms(weight=0.5)."""
+    from playground.objectives.sft import sft_terms
+
+    terms, chosen_policy, _ = _dpo_terms(policy, reference, tokenizer, "sigmoid", 0.0)
+    sft = sft_terms(chosen_policy.sum_logps, chosen_policy.lengths, weight=0.5)
+    args = DPOConfig(**_common_args(tmp_path, len(PROMPTS)), loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.5])
+    logged, _ = _trl_step0(DPOTrainer, args, policy, reference, tokenizer, _dpo_rows())
+    assert sft.batch.item() > 0.1  # the term is not negligible here
+    assert (terms.batch_loss + sft.batch).item() == pytest.approx(logged["loss"], rel=LOSS_REL, abs=TOLERANCE)
