@@ -65,6 +65,7 @@ class LossConfig:
     kto_loss_type: str = "kto"  # kto | apo_zero_unpaired
     desirable_weight: float = 1.0  # lambda_D in the KTO paper
     undesirable_weight: float = 1.0  # lambda_U in the KTO paper
+    sft_weight: float = 1.0  # weight of the NLL term on chosen (DPO) / desirable (KTO) answers (RPO); 0 = off
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,34 @@ class LoraSettings:
 
 
 @dataclass(frozen=True)
+class EarlyStopping:
+    """When training measures the held-out split, and when it stops before the planned steps (keeping the best)."""
+
+    enabled: bool = True
+    evaluations: int = 4  # held-out evaluations over a run (about every total/4 steps), besides the one at step 0
+    patience: int = 2  # stop after this many evaluations without a better held-out loss
+    min_delta: float = 0.0  # an improvement smaller than this does not count
+    drift_budget: float = 0.0  # stop when mean |log pi - log pi_ref| per held-out chosen token exceeds it; 0 = off
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """Greedy answers of the adapter in training to a few prompts, at the start and about every quarter of a run, and
+    the before/after table of base vs adapter answers to held-out prompts once it is done."""
+
+    enabled: bool = True
+    prompts: int = 2  # how many probe prompts (from the held-out rows unless given)
+    max_new_tokens: int = 32  # short: a probe costs about one training step
+    points: int = 4  # answers at step 0 and at 1/points, 2/points, ... of the run
+    report_prompts: int = 6  # after the run: base vs adapter answers to this many held-out prompts
+    report_max_new_tokens: int = 48
+    # An answer has degenerated when it repeats a phrase (a word 3-gram 3+ times) and the base's answer to the same
+    # prompt did not, or when it reads below this fluency (base mean token log-prob) AND this far below the base's.
+    fluency_floor: float = -3.5
+    fluency_drop: float = 1.0
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     method: str = "dpo"  # dpo | kto
     steps: int = 0  # 0 means "use epochs"
@@ -108,9 +137,12 @@ class TrainConfig:
     max_grad_norm: float = 1.0  # gradient clipping
     max_length: int = 256  # prompt + response tokens per sequence during training
     seed: int = 0  # same seed + same data -> same adapter
-    held_out_fraction: float = 0.0  # share of the upload kept for held-out metrics when no split is given
+    held_out_fraction: float = 0.15  # share of an upload's prompts kept out of training and measured on
+    held_out_min_rows: int = 20  # uploads smaller than this keep no held-out split (too few to measure anything)
     lora: LoraSettings = field(default_factory=LoraSettings)
     loss: LossConfig = field(default_factory=LossConfig)
+    early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
+    probes: ProbeSettings = field(default_factory=ProbeSettings)
 
 
 @dataclass(frozen=True)
@@ -125,6 +157,8 @@ class TrainLimits:
     beta: tuple[float, float] = (1e-6, 100.0)
     kto_weight: tuple[float, float] = (1e-6, 100.0)  # lambda_D and lambda_U
     max_seed: int = 2**31 - 1
+    max_sft_weight: float = 10.0
+    max_drift_budget: float = 10.0  # nats per token
 
 
 @dataclass(frozen=True)
@@ -159,6 +193,7 @@ class SliderRanges:
     top_p: Range = Range(0.05, 1.0, 0.05)
     beta: Range = Range(0.01, 1.0, 0.01)
     label_smoothing: Range = Range(0.0, 0.45, 0.01)
+    sft_weight: Range = Range(0.0, 5.0, 0.1)
     kto_weight: Range = Range(0.1, 5.0, 0.05)
     alpha: Range = Range(0.0, 1.0, 0.05)
     tau_quantile: Range = Range(0.0, 1.0, 0.05)

@@ -26,6 +26,7 @@ from playground.config import LOSS, VALUES
 from playground.objectives.dpo import DPOTerms, dpo_loss
 from playground.objectives.kto import KTOTerms, kto_loss, kto_weight_advice
 from playground.objectives.prospect import ValueReport, value_report
+from playground.objectives.sft import SFTTerms, sft_terms
 from playground.objectives.thresholds import TAU_METHODS, TauOptions, compute_tau
 from playground.objectives.value_functions import AlphaSearch, ValueInputs, search_alpha
 
@@ -39,6 +40,7 @@ class InspectSettings:
     beta: float = LOSS.beta
     dpo_loss_type: str = LOSS.dpo_loss_type
     label_smoothing: float = LOSS.label_smoothing
+    sft_weight: float = LOSS.sft_weight  # the SFT (RPO) term on the chosen / desirable answers
     kto_loss_type: str = LOSS.kto_loss_type
     desirable_weight: float = LOSS.desirable_weight
     undesirable_weight: float = LOSS.undesirable_weight
@@ -97,6 +99,10 @@ class InspectSummary:
     mean_dpo_loss: float
     mean_grad_weight: float
     dpo_loss_type: str
+    sft_weight: float
+    mean_chosen_nll: float  # the chosen answers' mean token NLL under the variant (nats/token)
+    mean_reference_chosen_nll: float  # ... under the reference
+    sft_loss: float  # sft_weight * token-weighted mean NLL of the chosen answers (TRL's "sft" term)
     mean_kto_loss: float
     z0: float
     kto_loss_type: str
@@ -135,6 +141,7 @@ class InspectAnalysis:
     summary: InspectSummary
     dpo: DPOTerms
     kto: KTOTerms
+    sft: SFTTerms  # on the chosen answers (the P pairs)
     report: ValueReport
     alpha_search: AlphaSearch
     notes: list[str] = field(default_factory=list)
@@ -230,20 +237,21 @@ def analyse(scores: DatasetScores, variant: str, settings: InspectSettings | Non
     n = scores.n_pairs
     dpo = _dpo_terms(pol, ref, settings)
     kto = _kto_terms(pol, ref, settings)
+    sft = sft_terms(_t(pol.chosen_sum), _t(pol.chosen_len), weight=float(settings.sft_weight))
     report, taus, settings = _value_view(scores, pol, ref, settings, notes)
     task = scores.task_scores(settings.task_metric)
     alpha_search = search_alpha(_t(pol.chosen_mean), _t(pol.rejected_mean), _t(task["chosen"]),
                                 _t(task["rejected"]), highlight=VALUES.alpha_highlight)
     v = report.values.value.double().numpy()
-    summary = _summary(scores, variant, settings, dpo, kto, report, taus, alpha_search, v, pol, ref)
-    return InspectAnalysis(variant=variant, settings=settings, pairs=_pairs_table(scores, dpo, kto, v, n),
+    summary = _summary(scores, variant, settings, dpo, kto, sft, report, taus, alpha_search, v, pol, ref)
+    return InspectAnalysis(variant=variant, settings=settings, pairs=_pairs_table(scores, dpo, kto, sft, v, n),
                            samples=_samples_table(scores, kto, report, task, n), summary=summary, dpo=dpo, kto=kto,
-                           report=report, alpha_search=alpha_search, notes=notes)
+                           sft=sft, report=report, alpha_search=alpha_search, notes=notes)
 
 
 def _summary(scores: DatasetScores, variant: str, settings: InspectSettings, dpo: DPOTerms, kto: KTOTerms,
-             report: ValueReport, taus: dict[str, float], alpha_search: AlphaSearch, v: np.ndarray, pol: SideScores,
-             ref: SideScores) -> InspectSummary:
+             sft: SFTTerms, report: ValueReport, taus: dict[str, float], alpha_search: AlphaSearch, v: np.ndarray,
+             pol: SideScores, ref: SideScores) -> InspectSummary:
     n = scores.n_pairs
     advice = kto_weight_advice(n, n, float(settings.desirable_weight), float(settings.undesirable_weight))
     prospect = report.prospect
@@ -253,6 +261,9 @@ def _summary(scores: DatasetScores, variant: str, settings: InspectSettings, dpo
         tied_pairs=int((dpo.margin == 0).sum()),
         mean_margin=float(dpo.margin.mean()), mean_dpo_loss=float(dpo.loss.mean()),
         mean_grad_weight=float(dpo.grad_weight.mean()), dpo_loss_type=settings.dpo_loss_type,
+        sft_weight=float(settings.sft_weight), mean_chosen_nll=_token_mean_nll(pol.chosen_sum, pol.chosen_len),
+        mean_reference_chosen_nll=_token_mean_nll(ref.chosen_sum, ref.chosen_len),
+        sft_loss=float(sft.batch) if n else math.nan,
         mean_kto_loss=float(kto.loss.mean()), z0=float(kto.z0), kto_loss_type=settings.kto_loss_type,
         kto_desirable_reward=kto.desirable_reward_mean, kto_undesirable_reward=kto.undesirable_reward_mean,
         kto_weight_ratio=float(advice.ratio), kto_weight_in_band=bool(advice.in_band),
@@ -267,7 +278,14 @@ def _summary(scores: DatasetScores, variant: str, settings: InspectSettings, dpo
         truncated_pairs=int((pol.truncated | ref.truncated).sum()), from_precomputed=scores.from_disk)
 
 
-def _pairs_table(scores: DatasetScores, dpo: DPOTerms, kto: KTOTerms, v: np.ndarray, n: int) -> pd.DataFrame:
+def _token_mean_nll(sums: np.ndarray, lengths: np.ndarray) -> float:
+    """-sum log-probs / tokens over a set of answers (TRL's token-weighted NLL); NaN with no tokens."""
+    tokens = float(np.sum(lengths))
+    return float(-np.sum(sums) / tokens) if tokens > 0 else math.nan
+
+
+def _pairs_table(scores: DatasetScores, dpo: DPOTerms, kto: KTOTerms, sft: SFTTerms, v: np.ndarray,
+                 n: int) -> pd.DataFrame:
     pairs = scores.pairs
     r_w, r_l = _np(dpo.chosen_logratio), _np(dpo.rejected_logratio)
     ref_logratio = scores.reference.chosen_sum - scores.reference.rejected_sum
@@ -288,6 +306,9 @@ def _pairs_table(scores: DatasetScores, dpo: DPOTerms, kto: KTOTerms, v: np.ndar
         "margin": _np(dpo.margin),
         "dpo_loss": _np(dpo.loss),
         "grad_weight": _np(dpo.grad_weight),
+        "chosen_nll": _np(sft.nll),  # -log pi_theta(y_w|x) / |y_w| (nats/token)
+        "reference_chosen_nll": -scores.reference.chosen_mean,
+        "sft_term": sft.weight * _np(sft.nll),  # the pair's SFT part at its own length (w * its mean token NLL)
         "correct": _np(dpo.chosen_preferred).astype(bool),
         "kto_loss_chosen": kto_losses[:n],
         "kto_loss_rejected": kto_losses[n:],

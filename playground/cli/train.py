@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from playground import config
+from playground.common.numbers import TIE_TEXT
 from playground.feedback import FeedbackReport, frame_for_method, read_feedback
 
 EXIT_BAD_INPUT = 2
@@ -26,7 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", required=True,
                         help="CSV, TSV or JSONL: prompt,chosen,rejected or prompt,completion,label")
     parser.add_argument("--out", required=True, help="adapter folder to write (atomically)")
-    parser.add_argument("--heldout", help="paired file for held-out preference accuracy")
+    parser.add_argument("--heldout", help="paired file to measure on (default: a held-out split of --data)")
+    parser.add_argument("--heldout-fraction", type=float, default=t.held_out_fraction,
+                        help="share of --data's prompts kept out of training and measured on when no --heldout is "
+                             f"given (files of {t.held_out_min_rows}+ rows; 0 = none)")
     parser.add_argument("--name", help="adapter name recorded in meta.json (default: the folder name)")
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
     parser.add_argument("--steps", type=int, default=t.steps, help="optimizer steps (0 = use --epochs)")
@@ -47,6 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lora-r", type=int, default=lora.r)
     parser.add_argument("--lora-alpha", type=int, default=lora.alpha)
     parser.add_argument("--lora-dropout", type=float, default=lora.dropout)
+    parser.add_argument("--sft-weight", type=float, default=loss.sft_weight,
+                        help="weight of the NLL term on chosen / desirable answers (RPO; 0 = off)")
+    parser.add_argument("--no-early-stop", dest="early_stop", action="store_false",
+                        default=t.early_stopping.enabled, help="run every planned step (no held-out early stopping)")
+    parser.add_argument("--drift-budget", type=float, default=t.early_stopping.drift_budget,
+                        help="stop when held-out chosen answers drift further from the base (nats/token; 0 = off)")
+    parser.add_argument("--probe-prompt", action="append", default=None, dest="probe_prompts",
+                        help="a prompt the adapter answers during the run (repeatable; default: held-out prompts)")
     parser.add_argument("--base-model", help="hub id or local directory (default: the embedded SmolLM2-135M)")
     return parser
 
@@ -55,44 +67,49 @@ def config_from_args(args: argparse.Namespace) -> config.TrainConfig:
     lora = dataclasses.replace(config.TRAIN.lora, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout)
     loss = dataclasses.replace(config.TRAIN.loss, beta=args.beta, dpo_loss_type=args.dpo_loss_type,
                                label_smoothing=args.label_smoothing, kto_loss_type=args.kto_loss_type,
-                               desirable_weight=args.desirable_weight, undesirable_weight=args.undesirable_weight)
+                               desirable_weight=args.desirable_weight, undesirable_weight=args.undesirable_weight,
+                               sft_weight=args.sft_weight)
+    stopping = dataclasses.replace(config.TRAIN.early_stopping, enabled=args.early_stop,
+                                   drift_budget=args.drift_budget)
     return dataclasses.replace(config.TRAIN, method=args.method, steps=args.steps, epochs=args.epochs,
                                batch_size=args.batch_size, learning_rate=args.lr, warmup_ratio=args.warmup_ratio,
-                               max_length=args.max_length, seed=args.seed, lora=lora, loss=loss)
+                               max_length=args.max_length, seed=args.seed, lora=lora, loss=loss,
+                               early_stopping=stopping)
 
 
-def load_training_frame(path: Path, method: str) -> tuple[pd.DataFrame | None, FeedbackReport, str]:
-    """Read and validate ``path`` and convert it to the method's format: (frame or None when unusable, report,
-    a note on the conversion)."""
-    report = read_feedback(path)
-    if not report.trainable:
-        return None, report, ""
-    frame, note = frame_for_method(report.data, report.format, method)
-    return frame, report, note
-
-
-def read_inputs(args: argparse.Namespace) -> tuple[pd.DataFrame, FeedbackReport, pd.DataFrame | None]:
-    """The training frame, its report and the held-out pairs, or :class:`BadInput` with what to print."""
+def read_inputs(args: argparse.Namespace, train_config: config.TrainConfig
+                ) -> tuple[pd.DataFrame, FeedbackReport, pd.DataFrame | None, str]:
+    """(training frame, its report, the held-out pairs, what they are) or :class:`BadInput` with what to print."""
     out = Path(args.out)
     if out.exists() and not args.force:
         raise BadInput(f"error: {out} exists; pass --force to replace it.")
     try:
-        frame, report, note = load_training_frame(Path(args.data), args.method)
+        report = read_feedback(Path(args.data))
     except Exception as exc:  # noqa: BLE001 - the CLI promises no traceback
         raise BadInput(f"error: could not read {args.data}: {exc}") from None
     print(report.summary())
-    if frame is None:
+    if not report.trainable:
         raise BadInput("error: the file cannot be trained on (see the errors above).")
-    if note:
-        print(f"note: {note}")
-    heldout = None
     if args.heldout:
         held_report = read_feedback(Path(args.heldout))
         if not held_report.trainable or held_report.format != "paired":
             print(held_report.summary())
             raise BadInput("error: --heldout must be a valid paired file (prompt,chosen,rejected).")
-        heldout = held_report.data
-    return frame, report, heldout
+        rows, heldout, source = report.data, held_report.data, f"{len(held_report.data)} pairs of {args.heldout}"
+    else:
+        from playground.training.data import choose_heldout  # torch: only once the file is known to be good
+
+        try:
+            rows, heldout, source, notes = choose_heldout(report, Path(args.data).name, train_config,
+                                                          args.heldout_fraction)
+        except ValueError as exc:
+            raise BadInput(f"error: {exc}") from None
+        for note in notes:
+            print(f"note: {note}")
+    frame, note = frame_for_method(rows, report.format, args.method)
+    if note:
+        print(f"note: {note}")
+    return frame, report, heldout, source
 
 
 class BadInput(Exception):
@@ -119,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     train_config = config_from_args(args)
     try:
-        frame, report, heldout = read_inputs(args)
+        frame, report, heldout, heldout_source = read_inputs(args, train_config)
     except BadInput as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -149,17 +166,33 @@ def main(argv: list[str] | None = None) -> int:
     extra = {"name": args.name or out.name, "base_model": base_model_id(source), "data_file": Path(args.data).name,
              "data_sha256": report.sha256,
              "data_rows": {"total": report.rows_total, "usable": report.rows_usable, "trained": len(frame)},
+             "heldout_source": heldout_source,
              "command": "python -m playground.train " + " ".join(sys.argv[1:] if argv is None else argv)}
     bar, on_step = progress_bar(total)
     result = train(base, tokenizer, frame, train_config, device=device, heldout_frame=heldout, callback=on_step,
-                   out_dir=out, extra_meta=extra, on_phase=bar.set_description)
+                   out_dir=out, extra_meta=extra, on_phase=bar.set_description, probe_prompts=args.probe_prompts)
     bar.close()
-    held = result.meta.get("heldout_metrics") or {}
-    print(f"saved {result.adapter_dir} in {result.meta['training_seconds']} s")
-    if held:
-        print(f"held-out preference accuracy {held['preference_accuracy']:.3f} on {held['pairs']} pairs, "
-              f"mean margin {held['mean_margin']:.3f}")
+    print(run_summary(result.meta))
     return 0
+
+
+def run_summary(meta: dict) -> str:
+    """What a finished run reports: where it was saved, why it stopped, the held-out numbers and the answers."""
+    lines = [f"saved {meta.get('name')} after {meta['steps_done']} of {meta['total_steps']} steps in "
+             f"{meta['training_seconds']} s"]
+    if meta.get("early_stop"):
+        lines.append(f"stopped early: {meta['early_stop']['reason']}; kept the adapter of step "
+                     f"{meta['early_stop']['best_step']}")
+    held = meta.get("heldout_metrics") or {}
+    if held:
+        lines.append(f"measured on {meta.get('heldout_source') or 'the held-out pairs'}: preference accuracy "
+                     f"{held['preference_accuracy']:.3f} (base {TIE_TEXT}), mean margin {held['mean_margin']:.3f}, "
+                     f"DPO loss {held['dpo_loss']:.3f} (base 0.693)")
+    for name, summary in ((meta.get("answers_eval") or {}).get("summaries") or {}).items():
+        lines.append(f"{name:>8}: {summary['mean_words']:.1f} words, repetitive {summary['share_repetitive']:.2f}, "
+                     f"distinct-2 {summary['mean_distinct_2']:.2f}, fluency {summary['mean_fluency']:.3f}, "
+                     f"ROUGE-L to chosen {summary['mean_rouge_l']:.3f}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

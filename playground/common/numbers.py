@@ -41,3 +41,13 @@ def format_number(value: Any, digits: int = 3, *, signed: bool = False, fixed: b
         return MISSING
     sign = "+" if signed else ""
     return f"{number:{sign}.{digits}f}" if fixed else f"{number:{sign}.{digits}g}"
+
+
+TIE_TEXT = "tie (0.5)"
+
+
+def accuracy_text(accuracy: float | None, all_tied: bool = False, digits: int = 3) -> str:
+    """A preference accuracy for people. When every pair ties (the base itself: pi = pi_ref gives every answer an
+    implied reward of exactly 0) it prefers nothing, which is a coin flip: "tie (0.5)", never 0 or a bare 0.5. Every
+    tab, plot and command line writes it through here."""
+    return TIE_TEXT if all_tied else format_number(accuracy, digits, fixed=True)

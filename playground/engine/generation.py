@@ -195,28 +195,49 @@ def _eos_ids(engine: Engine, tokenizer) -> list[int]:
     return ids
 
 
-def batched_greedy_answers(engine: Engine, prompts: Sequence[str], variants: Sequence[str], max_new_tokens: int,
-                           prompts_per_batch: int = 8) -> dict[str, list[str]]:
-    """Greedy answers of every variant to every prompt: left-padded mixed-adapter batches of prompts x variants."""
-    tokenizer = engine.tokenizer
-    names = engine.adapter_names_for(list(variants))
-    answers: dict[str, list[str]] = {v: [] for v in variants}
+def greedy_answers(model, tokenizer, prompts: Sequence[Prompt], max_new_tokens: int, *,
+                   adapter_names: Sequence[str] | None = None, systems: Sequence[str | None] | None = None,
+                   device: torch.device | str = "cpu", batch_size: int = 8) -> list[str]:
+    """Greedy answers of ``model`` to ``prompts``, in left-padded batches; one PEFT adapter name per prompt when
+    ``adapter_names`` is given (a mixed batch), else the model as it is (a plain model, or a PEFT model's active
+    adapter). The caller holds whatever lock the model needs. Answers stop at the end of turn."""
+    systems = list(systems) if systems is not None else [None] * len(prompts)
     eos = tokenizer.eos_token_id
-    for start in range(0, len(prompts), prompts_per_batch):
-        chunk = prompts[start: start + prompts_per_batch]
-        rows = [(prompt_ids(tokenizer, p), v, n) for p in chunk for v, n in zip(variants, names)]
-        width = max(len(ids) for ids, _, _ in rows)
-        input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-        attention = torch.zeros_like(input_ids)
-        for i, (ids, _, _) in enumerate(rows):
-            input_ids[i, width - len(ids):] = torch.tensor(ids)
-            attention[i, width - len(ids):] = 1
-        kwargs = {"adapter_names": [n for _, _, n in rows]} if engine.adapters else {}
-        with engine.lock, torch.inference_mode():
-            out = engine.model.generate(input_ids=input_ids.to(engine.device.device),
-                                        attention_mask=attention.to(engine.device.device), do_sample=False,
-                                        max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                        eos_token_id=eos, temperature=None, top_p=None, top_k=None, **kwargs)
-        for i, (_, variant, _) in enumerate(rows):
-            answers[variant].append(tokenizer.decode(out[i, width:], skip_special_tokens=True).strip())
+    answers: list[str] = []
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(prompts), batch_size):
+            ids = [prompt_ids(tokenizer, p, s) for p, s in zip(prompts[start: start + batch_size],
+                                                               systems[start: start + batch_size])]
+            width = max(len(row) for row in ids)
+            input_ids = torch.full((len(ids), width), tokenizer.pad_token_id, dtype=torch.long)
+            attention = torch.zeros_like(input_ids)
+            for i, row in enumerate(ids):
+                input_ids[i, width - len(row):] = torch.tensor(row)
+                attention[i, width - len(row):] = 1
+            kwargs = {"adapter_names": list(adapter_names[start: start + batch_size])} if adapter_names else {}
+            with torch.inference_mode():
+                out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                                     do_sample=False, max_new_tokens=max_new_tokens,
+                                     pad_token_id=tokenizer.pad_token_id, eos_token_id=eos, temperature=None,
+                                     top_p=None, top_k=None, **kwargs)
+            answers += [tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out]
+    finally:
+        model.train(was_training)
+    return answers
+
+
+def batched_greedy_answers(engine: Engine, prompts: Sequence[Prompt], variants: Sequence[str], max_new_tokens: int,
+                           prompts_per_batch: int = 8) -> dict[str, list[str]]:
+    """Greedy answers of every variant to every prompt: mixed-adapter batches of prompts x variants."""
+    names = engine.adapter_names_for(list(variants))
+    rows = [(p, v, n) for p in prompts for v, n in zip(variants, names)]
+    with engine.lock:
+        texts = greedy_answers(engine.model, engine.tokenizer, [p for p, _, _ in rows], max_new_tokens,
+                               adapter_names=[n for _, _, n in rows] if engine.adapters else None,
+                               device=engine.device.device, batch_size=prompts_per_batch * len(variants))
+    answers: dict[str, list[str]] = {v: [] for v in variants}
+    for (_, variant, _), text in zip(rows, texts):
+        answers[variant].append(text)
     return answers

@@ -97,13 +97,21 @@ def heldout_preference(model, tokenizer, pairs_frame: pd.DataFrame, *, beta: flo
     return preference_metrics(policy.sum_logps, reference.sum_logps, beta=beta)
 
 
-def engine_preference(engine: Engine, pairs_frame: pd.DataFrame, variant: str, *, beta: float = config.LOSS.beta,
-                      max_length: int = config.TRAIN.max_length) -> dict[str, Any]:
-    """:func:`preference_metrics` of an attached ``variant`` on pairs, policy and reference rows in one mixed batch."""
+def engine_pair_logps(engine: Engine, pairs_frame: pd.DataFrame, variant: str, *,
+                      max_length: int = config.TRAIN.max_length) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probs (2P,) of the pairs' chosen then rejected answers under ``variant`` and under the reference,
+    policy and reference rows in one mixed batch."""
     prompts, responses, systems = _pair_rows(pairs_frame)
     rows = len(responses)
     adapter, base = engine.adapter_names_for([variant, config.BASE_VARIANT])
     with engine.lock:
         both = score(engine.model, engine.tokenizer, prompts * 2, responses * 2, systems=systems * 2,
                      adapter=[adapter] * rows + [base] * rows if engine.adapters else None, max_length=max_length)
-    return preference_metrics(both.sum_logps[:rows], both.sum_logps[rows:], beta=beta)
+    return both.sum_logps[:rows], both.sum_logps[rows:]
+
+
+def engine_preference(engine: Engine, pairs_frame: pd.DataFrame, variant: str, *, beta: float = config.LOSS.beta,
+                      max_length: int = config.TRAIN.max_length) -> dict[str, Any]:
+    """:func:`preference_metrics` of an attached ``variant`` on pairs (see :func:`engine_pair_logps`)."""
+    policy, reference = engine_pair_logps(engine, pairs_frame, variant, max_length=max_length)
+    return preference_metrics(policy, reference, beta=beta)

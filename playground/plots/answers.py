@@ -9,7 +9,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from playground.common.numbers import format_number
+from playground.common.numbers import TIE_TEXT, format_number
 from playground.plots.style import (
     BAD_COLOR,
     GOOD_COLOR,
@@ -73,52 +73,103 @@ def _column(history: list[dict], key: str) -> list[float]:
     return [as_number(row.get(key)) for row in history]
 
 
-def training_curves_figure(history: list[dict], method: str) -> go.Figure:
-    """Live training curves: loss; implied rewards (chosen/desirable, rejected/undesirable) and margin; preference
-    accuracy; and for KTO the reference point z0. ``history`` rows: step, loss, rewards_chosen, rewards_rejected,
-    margin, accuracy, z0 (NaN for DPO), learning_rate. Works with 0, 1 or many rows (markers when few)."""
+def training_curves_figure(history: list[dict], method: str, evaluations: list[dict] | None = None,
+                           stop: dict | None = None, drift_budget: float = 0.0) -> go.Figure:
+    """Live training curves, 2 x 2: the loss (and its SFT part) with the held-out loss; implied rewards and margin;
+    preference accuracy on the batch and on the held-out split; the held-out drift (mean |log π − log π_ref| per
+    chosen token) with its budget, and for KTO the reference point z0. An early stop is a vertical line with its
+    reason. ``history`` rows: step, loss, rewards_chosen, rewards_rejected, margin, accuracy, z0 (NaN for DPO),
+    sft_loss, learning_rate; ``evaluations``: step, loss, accuracy, drift. Works with 0, 1 or many rows."""
     method = (method or "dpo").lower()
     is_kto = method == "kto"
-    titles = ["Loss", "Implied rewards and margin", "Preference accuracy"] + (["Reference point z0"] if is_kto else [])
-    fig = make_subplots(rows=1, cols=len(titles), subplot_titles=titles, horizontal_spacing=0.07)
-    history = list(history or [])
+    titles = ["Loss", "Implied rewards and margin", "Preference accuracy",
+              "Held-out drift and z0" if is_kto else "Held-out drift from the base"]
+    fig = make_subplots(rows=2, cols=2, subplot_titles=titles, horizontal_spacing=0.1, vertical_spacing=0.2)
+    history, evaluations = list(history or []), list(evaluations or [])
     steps = [as_number(row.get("step", i + 1)) for i, row in enumerate(history)]
     mode = "lines+markers" if len(history) <= 40 else "lines"
-    lrs = _column(history, "learning_rate")
-    lr_text = [f"lr {format_number(lr, 3)}" for lr in lrs]
+    lr_text = [f"lr {format_number(lr, 3)}" for lr in _column(history, "learning_rate")]
     chosen_name = "desirable reward" if is_kto else "chosen reward"
     rejected_name = "undesirable reward" if is_kto else "rejected reward"
+    # the batch loss is the preference loss plus the SFT term: drawn apart, so the preference part sits beside the
+    # held-out loss (a preference loss too) on one scale
+    history = [{**row, "preference_loss": as_number(row.get("loss")) - _sft_part(row)} for row in history]
     series = [
-        (1, "loss", "loss", VARIANT_COLORS.get(method, VARIANT_COLORS["dpo"]), "solid"),
-        (2, "rewards_chosen", chosen_name, GOOD_COLOR, "solid"),
-        (2, "rewards_rejected", rejected_name, BAD_COLOR, "solid"),
-        (2, "margin", "margin", OKABE_ITO["black"], "dash"),
-        (3, "accuracy", "accuracy", OKABE_ITO["blue"], "solid"),
+        ((1, 1), "preference_loss", f"training {method.upper()} loss",
+         VARIANT_COLORS.get(method, VARIANT_COLORS["dpo"]), "solid"),
+        ((1, 1), "sft_loss", "SFT term w·NLL", OKABE_ITO["sky_blue"], "dot"),
+        ((1, 2), "rewards_chosen", chosen_name, GOOD_COLOR, "solid"),
+        ((1, 2), "rewards_rejected", rejected_name, BAD_COLOR, "solid"),
+        ((1, 2), "margin", "margin", OKABE_ITO["black"], "dash"),
+        ((2, 1), "accuracy", "batch accuracy", OKABE_ITO["blue"], "solid"),
     ]
     if is_kto:
-        series.append((4, "z0", "z0 (KL estimate)", OKABE_ITO["reddish_purple"], "solid"))
-    for col, key, name, color, dash in series:
+        series.append(((2, 2), "z0", "z0 (KL estimate)", OKABE_ITO["reddish_purple"], "solid"))
+    for (row, col), key, name, color, dash in series:
         ys = _column(history, key)
+        if key == "sft_loss" and not any(math.isfinite(y) and y > 0 for y in ys):
+            continue  # no SFT term in this run
         fig.add_trace(go.Scatter(
             x=steps, y=[y if math.isfinite(y) else None for y in ys], mode=mode, name=name,
             line=dict(color=color, dash=dash, width=2.5), marker=dict(size=7), customdata=lr_text,
             hovertemplate=f"step %{{x}}<br>{name}: %{{y:.4g}}<br>%{{customdata}}<extra></extra>",
-            showlegend=col == 2,
-        ), row=1, col=col)
-    units = ["loss (nats)", "β·log-ratio (nats × β)", "share of pairs" if not is_kto else "share (see note)",
-             "nats"]
-    for col in range(1, len(titles) + 1):
-        fig.update_xaxes(title_text="step", row=1, col=col, rangemode="tozero")
-        fig.update_yaxes(title_text=units[col - 1], row=1, col=col)
-    fig.update_yaxes(range=[-0.02, 1.02], row=1, col=3)
-    title = f"{'KTO' if is_kto else 'DPO'} training"
+        ), row=row, col=col)
+    _held_out_series(fig, evaluations, drift_budget)
+    _stop_marker(fig, stop, evaluations)
+    units = {(1, 1): "loss (nats)", (1, 2): "β·log-ratio (nats × β)", (2, 1): "share of pairs",
+             (2, 2): "nats per token" if not is_kto else "nats"}
+    for (row, col), unit in units.items():
+        fig.update_xaxes(title_text="step", row=row, col=col, rangemode="tozero")
+        fig.update_yaxes(title_text=unit, row=row, col=col)
+    fig.update_yaxes(range=[-0.02, 1.05], row=2, col=1)
     if not history:
         fig.add_annotation(text="No steps yet: curves appear as training runs.", x=0.5, y=0.5, xref="paper",
                            yref="paper", showarrow=False, font=dict(size=18, color=GUIDE_COLOR))
-    # The legend sits under the axes' "step" titles (top-anchored, with room in the bottom margin), never on them.
-    style_figure(fig, title, height=450, legend=dict(orientation="h", y=-0.3, yanchor="top", x=0.5, xanchor="center"),
-           margin=dict(b=120))
+    # The legend sits under the lower axes' "step" titles (top-anchored, with room in the bottom margin).
+    style_figure(fig, f"{'KTO' if is_kto else 'DPO'} training", height=640,
+                 legend=dict(orientation="h", y=-0.14, yanchor="top", x=0.5, xanchor="center"), margin=dict(b=130))
     return fig
+
+
+def _sft_part(row: Mapping[str, Any]) -> float:
+    value = as_number(row.get("sft_loss"))
+    return value if math.isfinite(value) else 0.0
+
+
+def _held_out_series(fig: go.Figure, evaluations: list[dict], drift_budget: float) -> None:
+    """The held-out evaluations: loss beside the training loss, accuracy beside the batch's, drift with its budget."""
+    if not evaluations:
+        return
+    steps = [as_number(e.get("step")) for e in evaluations]
+    for (row, col), key, name, color in (((1, 1), "loss", "held-out DPO loss", OKABE_ITO["black"]),
+                                         ((2, 1), "accuracy", "held-out accuracy", OKABE_ITO["black"]),
+                                         ((2, 2), "drift", "held-out drift", OKABE_ITO["orange"])):
+        ys = [as_number(e.get(key)) for e in evaluations]
+        fig.add_trace(go.Scatter(x=steps, y=[y if math.isfinite(y) else None for y in ys], mode="lines+markers",
+                                 name=name, line=dict(color=color, width=2.5, dash="dashdot"),
+                                 marker=dict(size=9, symbol="diamond"),
+                                 hovertemplate=f"step %{{x}}<br>{name}: %{{y:.4g}}<extra></extra>"), row=row, col=col)
+    if drift_budget and drift_budget > 0:
+        fig.add_hline(y=drift_budget, line=dict(color=BAD_COLOR, dash="dot"), row=2, col=2,
+                      annotation_text=f"budget {format_number(drift_budget, 3)}", annotation_position="top left")
+
+
+def _stop_marker(fig: go.Figure, stop: dict | None, evaluations: list[dict]) -> None:
+    """A vertical line at the early stop and the kept step, the reason under the title (a kept step without a stop:
+    ``stop`` with an empty reason)."""
+    if not stop:
+        return
+    stopped_at = max((as_number(e.get("step")) for e in evaluations if e.get("stop")), default=math.nan)
+    kept = as_number(stop.get("best_step"))
+    for row, col in ((1, 1), (1, 2), (2, 1), (2, 2)):
+        if math.isfinite(stopped_at):
+            fig.add_vline(x=stopped_at, line=dict(color=BAD_COLOR, dash="dash"), row=row, col=col)
+        if math.isfinite(kept) and kept != stopped_at:
+            fig.add_vline(x=kept, line=dict(color=GOOD_COLOR, dash="dot"), row=row, col=col)
+    text = (f"Stopped early: {stop.get('reason')}. Kept the adapter of step {format_number(kept, 3)}."
+            if stop.get("reason") else f"Kept the adapter of step {format_number(kept, 3)} (lowest held-out loss).")
+    fig.add_annotation(text=text, x=0.0, y=1.08, xref="paper", yref="paper", xanchor="left", showarrow=False,
+                       font=dict(size=13, color=BAD_COLOR if stop.get("reason") else GOOD_COLOR))
 
 
 def _pick(data: Mapping[str, Any], *keys: str) -> float:
@@ -131,8 +182,8 @@ def _pick(data: Mapping[str, Any], *keys: str) -> float:
 def before_after_figure(before: dict, after: dict) -> go.Figure:
     """Held-out preference accuracy and mean margin, before (base / previous adapter) vs after (the new adapter).
 
-    Each dict: ``accuracy`` (or ``preference_accuracy``), ``margin`` (or ``mean_margin``), optional ``label`` and
-    ``variant`` (colour; default: ``base`` for before, ``label`` for after).
+    Each dict: ``accuracy`` (or ``preference_accuracy``), ``margin`` (or ``mean_margin``), optional ``label``,
+    ``variant`` (colour; default: ``base`` for before, ``label`` for after) and ``tied`` (every pair ties).
     """
     before, after = dict(before or {}), dict(after or {})
     if not before and not after:
@@ -150,14 +201,16 @@ def before_after_figure(before: dict, after: dict) -> go.Figure:
         for label, variant, data in entries:
             value = _pick(data, *keys)
             ok = math.isfinite(value)
+            # the base ties every pair (pi = pi_ref): its accuracy is a coin flip, written as such
+            text = TIE_TEXT if data.get("tied") and col == 1 else format_number(value, digits)
             fig.add_trace(go.Bar(
                 x=[label], y=[value if ok else None], name=label, marker_color=variant_color(variant),
-                showlegend=col == 1, legendgroup=label, text=[format_number(value, digits)], textposition="outside",
+                showlegend=col == 1, legendgroup=label, text=[text], textposition="outside",
                 cliponaxis=False, hovertext=[f"<b>{label}</b><br>{unit}: {format_number(value, 4)}"], hoverinfo="text",
             ), row=1, col=col)
         fig.update_yaxes(title_text=unit, row=1, col=col)
     fig.update_yaxes(range=[0, 1.08], row=1, col=1)
     fig.add_hline(y=0.5, line=dict(color=GUIDE_COLOR, dash="dot"), row=1, col=1,
-                  annotation_text="chance", annotation_position="top left")
+                  annotation_text="chance", annotation_position="bottom right")
     style_figure(fig, "Before vs after fine-tuning (held-out pairs)", height=420, showlegend=False)
     return fig

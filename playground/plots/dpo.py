@@ -77,9 +77,11 @@ def dpo_scatter_figure(pairs: Any, variant: str = "dpo", selected: int | None = 
 
 
 def dpo_bars_figure(pairs: Any, variant: str = "dpo", selected: int | None = None,
-                    dpo_loss_type: str = "sigmoid") -> go.Figure:
-    """Per-pair DPO loss (top) and gradient weight σ(−β·D) (bottom), with ln 2 and 0.5 marked (the values at
-    π_θ = π_ref for the sigmoid loss). The selected pair is outlined."""
+                    dpo_loss_type: str = "sigmoid", sft_weight: float = 0.0) -> go.Figure:
+    """Per pair: the DPO loss, with the SFT term stacked on it when its weight is > 0 (top); the gradient weight
+    σ(−β·D) (middle); the chosen answer's mean token NLL under the policy and the reference (bottom: did the chosen
+    answers stay likely, which the SFT term is there to keep). ln 2 and 0.5 are marked (the values at π_θ = π_ref
+    for the sigmoid loss); the selected pair is outlined."""
     if is_empty(pairs):
         return empty_figure("Score a data set to see per-pair losses.")
     index = np.asarray(pairs["pair"]) if "pair" in pairs else np.arange(len(pairs))
@@ -87,23 +89,43 @@ def dpo_bars_figure(pairs: Any, variant: str = "dpo", selected: int | None = Non
     prompts = text_values(pairs, "prompt")
     selected_set = selected_indices(selected)
     color = variant_color(variant)
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12,
-                        subplot_titles=[f"Per-pair loss ({dpo_loss_type})", "Gradient weight σ(−β·D)"])
-    for row, values_, name, unit in ((1, loss, "loss", "nats"), (2, weight, "gradient weight", "0..1")):
+    with_nll = "chosen_nll" in pairs
+    rows = 3 if with_nll else 2
+    titles = [f"Per-pair loss ({dpo_loss_type})" + (f" + SFT term (weight {sft_weight:g})" if sft_weight > 0 else ""),
+              "Gradient weight σ(−β·D)"] + (["Chosen answer's NLL per token: policy vs reference"] if with_nll else [])
+    fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.09, subplot_titles=titles)
+
+    def bars(row, values_, name, unit, colour, legend=False):
         fig.add_trace(go.Bar(
-            x=index, y=values_, name=name, marker=dict(color=color, line=bar_outline(index, selected_set)),
+            x=index, y=values_, name=name, marker=dict(color=colour, line=bar_outline(index, selected_set)),
             customdata=index, hovertext=[f"<b>pair {int(i)}</b>: {p}<br>{name}: {format_number(v, 4)} {unit}"
                                          for i, p, v in zip(index, prompts, values_)],
-            hoverinfo="text", showlegend=False,
+            hoverinfo="text", showlegend=legend,
         ), row=row, col=1)
+
+    bars(1, loss, "DPO loss", "nats", color, legend=sft_weight > 0 or with_nll)
+    if sft_weight > 0 and "sft_term" in pairs:
+        bars(1, column_values(pairs, "sft_term"), "SFT term w·NLL", "nats", OKABE_ITO["sky_blue"], legend=True)
+    bars(2, weight, "gradient weight", "0..1", color)
+    if with_nll:
+        nll, ref_nll = column_values(pairs, "chosen_nll"), column_values(pairs, "reference_chosen_nll")
+        bars(3, nll, "chosen NLL/token (policy)", "nats/token", color)
+        fig.add_trace(go.Scatter(
+            x=index, y=ref_nll, mode="markers", name="chosen NLL/token (reference)",
+            marker=dict(symbol="line-ew", size=14, color=OKABE_ITO["black"], line=dict(width=3,
+                                                                                      color=OKABE_ITO["black"])),
+            hovertext=[f"<b>pair {int(i)}</b>: reference NLL {format_number(v, 4)} nats/token"
+                       for i, v in zip(index, ref_nll)], hoverinfo="text"), row=3, col=1)
+        fig.update_yaxes(title_text="nats/token", rangemode="tozero", row=3, col=1)
     fig.add_hline(y=LN2, line=dict(color=GUIDE_COLOR, dash="dot"), row=1, col=1,
                   annotation_text="ln 2 (policy = reference)", annotation_position="top right")
     fig.add_hline(y=0.5, line=dict(color=GUIDE_COLOR, dash="dot"), row=2, col=1,
                   annotation_text="0.5 (D = 0)", annotation_position="top right")
     fig.update_yaxes(title_text="loss (nats)", row=1, col=1)
     fig.update_yaxes(title_text="weight", range=[0, 1.05], row=2, col=1)
-    fig.update_xaxes(title_text="pair #", row=2, col=1)
-    style_figure(fig, f"DPO per pair ({variant})", height=560, bargap=0.15)
+    fig.update_xaxes(title_text="pair #", row=rows, col=1)
+    style_figure(fig, f"DPO per pair ({variant})", height=760 if with_nll else 560, bargap=0.15, barmode="stack",
+                 legend=dict(orientation="h", y=-0.1, x=0.5, xanchor="center"))
     return fig
 
 

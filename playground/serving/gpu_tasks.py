@@ -89,10 +89,10 @@ def _reward_features(engine_key: str, pairs, *, max_length: int = config.SCORING
 
 
 def _train_adapter(engine_key: str, frame, train_config: config.TrainConfig, heldout, out_dir: str,
-                   extra_meta: dict[str, Any], hooks) -> TrainResult:
+                   extra_meta: dict[str, Any], hooks, probe_prompts: list | None = None) -> TrainResult:
     """One training job on a fresh copy of the base (``jobs.train_on_fresh_base``) with the job's hooks."""
     return train_on_fresh_base(zerogpu.engine_for(engine_key), frame, train_config, heldout, out_dir, extra_meta,
-                               hooks)
+                               hooks, probe_prompts)
 
 
 stream_answers = zerogpu.gpu(DURATIONS["stream_answers"])(_stream_answers)
@@ -114,8 +114,9 @@ class GpuTrainingRunner:
     def isolated(self) -> bool:
         return zerogpu.on_zerogpu()
 
-    def __call__(self, frame, train_config, heldout, out_dir, extra_meta, hooks) -> TrainResult:
-        return train_adapter(self.engine_key, frame, train_config, heldout, out_dir, extra_meta, hooks)
+    def __call__(self, frame, train_config, heldout, out_dir, extra_meta, hooks, probe_prompts=None) -> TrainResult:
+        return train_adapter(self.engine_key, frame, train_config, heldout, out_dir, extra_meta, hooks,
+                             probe_prompts)
 
 
 @dataclass

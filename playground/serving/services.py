@@ -16,6 +16,7 @@ import threading
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +26,20 @@ from playground import config
 from playground.analysis.cache import InspectCache
 from playground.analysis.precomputed import DEFAULT_DISK_CACHE, load_precomputed
 from playground.analysis.scores import DatasetScores, score_dataset
-from playground.common.files import atomic_write_text, sha256_bytes
-from playground.common.numbers import finite_or_none
+from playground.common.files import atomic_write_text, sha256_bytes, sha256_file
+from playground.common.numbers import finite_or_none, json_safe
 from playground.engine.base_model import resolve_base_model
 from playground.engine.engine import Engine
-from playground.feedback import FeedbackReport, frame_for_method, read_feedback, read_heldout_pairs, split_heldout
+from playground.feedback import (
+    FeedbackReport,
+    frame_for_method,
+    read_feedback,
+    read_heldout_pairs,
+)
 from playground.feedback.votes import VoteStore, to_unpaired_rows, valid_session_id, write_exports
 from playground.serving import gpu_tasks, zerogpu
 from playground.serving.settings import ServiceInputError
+from playground.training.data import choose_heldout
 from playground.training.jobs import Job, TrainingQueue
 
 log = logging.getLogger(__name__)
@@ -40,6 +47,8 @@ log = logging.getLogger(__name__)
 SHIPPED_ADAPTERS_DIR = config.REPO_ROOT / "checkpoints"
 EXAMPLES_DIR = config.REPO_ROOT / "data" / "examples"
 HELDOUT_FILE = config.REPO_ROOT / "data" / "demo_pairs_heldout.csv"
+DEMO_TRAINING_FILES = (config.REPO_ROOT / "data" / "demo_pairs_train.csv",
+                       config.REPO_ROOT / "data" / "demo_unpaired_train.csv")
 BUILTIN_PROMPTS = (
     "How often should I get up when working at a desk?",
     "Give me one tip for writing a clear email.",
@@ -207,40 +216,52 @@ class Services:
     # Fine-tune
 
     def start_training(self, report: FeedbackReport, train_config: config.TrainConfig, name: str, *,
-                       owner: str | None, heldout_fraction: float = 0.0,
-                       data_label: str | None = None) -> tuple[Job, list[str]]:
-        """Convert a validated feedback report for the method, split off held-out pairs, and submit the job.
+                       owner: str | None, heldout_fraction: float | None = None, data_label: str | None = None,
+                       probe_prompts: list[str] | None = None) -> tuple[Job, list[str]]:
+        """Split off the held-out prompts, convert the rows for the method, and submit the job.
 
-        Raises ServiceInputError (unusable data), jobs.AdapterNameError, data.TrainingInputError or jobs.QueueFull,
-        each with a message for people. Returns the job and notes on what was done to the data.
+        Held-out metrics are measured on the data's own held-out split (``heldout_fraction`` of its prompts, by
+        default ``config.TRAIN.held_out_fraction``, for data of at least ``held_out_min_rows`` rows); the bundled demo
+        held-out pairs only when the data is the demo training set. Raises ServiceInputError (unusable data),
+        jobs.AdapterNameError, data.TrainingInputError or jobs.QueueFull, each with a message for people. Returns the
+        job and notes on what was done to the data.
         """
         if report is None or not report.trainable:
             raise ServiceInputError("The data cannot be trained on: fix the errors in the validation report first.")
-        notes = []
-        try:
-            rows, heldout = split_heldout(report.data, report.format, heldout_fraction, train_config.seed)
-        except ValueError as exc:
-            raise ServiceInputError(str(exc)) from None
-        if heldout is not None:
-            notes.append(f"{len(heldout)} held-out pairs kept out of training ({heldout_fraction:.0%} of prompts).")
+        label = data_label or report.filename or "uploaded feedback"
+        rows, heldout, measured_on, notes = self._heldout_split(report, label, train_config, heldout_fraction)
         frame, note = frame_for_method(rows, report.format, train_config.method)
         if note:
             notes.append(note)
         if frame.empty:
             raise ServiceInputError(f"No {train_config.method.upper()} training rows are left after conversion. "
                                     + (note or ""))
-        if heldout is None and self.heldout_pairs is not None:
-            heldout = self.heldout_pairs
-            notes.append(f"Held-out metrics use {len(heldout)} pairs of the demo set ({self.heldout_source}).")
         extra = {
-            "data_file": data_label or report.filename or "uploaded feedback",
+            "data_file": label,
             "data_sha256": report.sha256,
             "data_rows": {"total": report.rows_total, "usable": report.rows_usable, "trained": len(frame)},
             "data_notes": notes,
+            "heldout_source": measured_on,
             "started_from": "playground UI" if owner and owner != "api" else "playground API",
         }
-        job = self.queue.submit(frame, train_config, name, heldout=heldout, extra_meta=extra, owner=owner)
+        prompts = [p for p in (probe_prompts or []) if isinstance(p, str) and p.strip()] or None
+        job = self.queue.submit(frame, train_config, name, heldout=heldout, extra_meta=extra, owner=owner,
+                                probe_prompts=prompts)
         return job, notes
+
+    def _heldout_split(self, report: FeedbackReport, label: str, train_config: config.TrainConfig,
+                       fraction: float | None) -> tuple[pd.DataFrame, pd.DataFrame | None, str, list[str]]:
+        """(training rows, held-out pairs or None, what the held-out metrics are measured on, notes)."""
+        demo = None
+        if self._is_demo_training_data(report) and self.heldout_pairs is not None:
+            demo = (self.heldout_pairs, self.heldout_source)
+        try:
+            return choose_heldout(report, label, train_config, fraction, demo)
+        except ValueError as exc:
+            raise ServiceInputError(str(exc)) from None
+
+    def _is_demo_training_data(self, report: FeedbackReport) -> bool:
+        return bool(report.sha256) and report.sha256 in _demo_training_hashes()
 
     def exports_folder(self, session_id: str) -> Path:
         """Where a session's vote exports are written (the system temp dir, which Gradio may serve). The session id
@@ -289,6 +310,15 @@ class Services:
             "last": {k: finite_or_none(v) for k, v in last.items()},
             "history": [{k: finite_or_none(v) for k, v in row.items()} for row in snap["history"]],
             "heldout_metrics": (job.meta or {}).get("heldout_metrics") or {},
+            "heldout_source": (job.meta or {}).get("heldout_source") or "",
+            "evaluations": [{k: finite_or_none(v) if isinstance(v, float) else v for k, v in e.items()}
+                            for e in snap["evaluations"]],
+            "probes": list(snap["probes"]),
+            "stop": snap.get("stop"),
+            "kept_step": (job.meta or {}).get("kept_step"),  # the best held-out step, put back at the end (or None)
+            "drift_budget": ((snap.get("settings") or {}).get("early_stopping") or {}).get("drift_budget") or 0.0,
+            "answers_eval": json_safe((job.meta or {}).get("answers_eval") or {}),
+            "seconds": (job.meta or {}).get("seconds") or {},  # where the run's time went (once done)
             "adapter_attached": job.name in self.engine.adapters and job.status == "done",
             "owner": job.owner,
         }
@@ -330,7 +360,9 @@ class Services:
         records: dict[str, dict[str, Any]] = {}
         for info in self.engine.adapters.values():
             meta = info.meta or {}
-            steps, seconds = meta.get("steps_done"), finite_or_none(meta.get("training_seconds"))
+            # the optimiser steps alone where the run recorded them (held-out evaluations and probes excluded)
+            steps = meta.get("steps_done")
+            seconds = finite_or_none((meta.get("seconds") or {}).get("steps") or meta.get("training_seconds"))
             if steps and seconds:
                 records[info.name] = {"name": info.name, "method": str(meta.get("method", "?")),
                                       "device": str(meta.get("device", "?")), "steps": int(steps),
@@ -347,6 +379,12 @@ class Services:
         for record in records.values():
             record["this_device"] = record["device"] == here
         return sorted(records.values(), key=lambda r: (not r["this_device"], r["method"], r["name"]))
+
+
+@lru_cache(maxsize=1)
+def _demo_training_hashes() -> frozenset[str]:
+    """SHA-256 of the demo training files (``data/demo_*_train.csv``), to recognise a run on the demo data."""
+    return frozenset(sha256_file(p) for p in DEMO_TRAINING_FILES if p.is_file())
 
 
 def _example_prompts(heldout: pd.DataFrame | None) -> list[str]:

@@ -56,12 +56,14 @@ def generation_settings(values: dict[str, Any] | None = None) -> config.Generati
 
 
 TRAIN_FIELDS = ("method", "beta", "learning_rate", "steps", "epochs", "batch_size", "max_length", "desirable_weight",
-                "undesirable_weight", "lora_r", "lora_alpha", "lora_dropout", "seed", "warmup_ratio")
+                "undesirable_weight", "lora_r", "lora_alpha", "lora_dropout", "seed", "warmup_ratio", "sft_weight",
+                "early_stop", "drift_budget")
 _INT_FIELDS = {"steps", "batch_size", "max_length", "lora_r", "lora_alpha", "seed"}
 _LABELS = {"beta": "beta", "learning_rate": "learning rate", "steps": "steps", "epochs": "epochs",
            "batch_size": "batch size", "max_length": "max length", "desirable_weight": "lambda_D (desirable weight)",
            "undesirable_weight": "lambda_U (undesirable weight)", "lora_r": "LoRA rank r", "lora_alpha": "LoRA alpha",
-           "lora_dropout": "LoRA dropout", "seed": "seed", "warmup_ratio": "warmup ratio"}
+           "lora_dropout": "LoRA dropout", "seed": "seed", "warmup_ratio": "warmup ratio",
+           "sft_weight": "SFT weight", "early_stop": "early stopping", "drift_budget": "drift budget"}
 
 
 def train_bounds(limits: config.TrainLimits = config.TRAIN_LIMITS) -> dict[str, tuple[float, float]]:
@@ -69,7 +71,8 @@ def train_bounds(limits: config.TrainLimits = config.TRAIN_LIMITS) -> dict[str, 
     return {"steps": (0, limits.max_steps), "batch_size": (1, limits.max_batch_size),
             "max_length": (16, limits.max_length), "lora_r": (1, limits.max_lora_r), "epochs": (0, limits.max_epochs),
             "beta": limits.beta, "desirable_weight": limits.kto_weight, "undesirable_weight": limits.kto_weight,
-            "seed": (0, limits.max_seed)}
+            "seed": (0, limits.max_seed), "sft_weight": (0, limits.max_sft_weight),
+            "drift_budget": (0, limits.max_drift_budget)}
 
 
 def _parse_field(key: str, value: Any) -> Any:
@@ -79,6 +82,13 @@ def _parse_field(key: str, value: Any) -> Any:
         if method not in ("dpo", "kto"):
             raise ServiceInputError(f"method must be 'dpo' or 'kto' (got {value!r}).")
         return method
+    if key == "early_stop":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+            raise ServiceInputError(f"early stopping must be true or false (got {value!r}).")
+        return text in ("true", "1", "yes", "on")
     try:
         number = float(value)
     except (TypeError, ValueError) as exc:
@@ -113,5 +123,9 @@ def train_config_from(values: dict[str, Any] | None) -> config.TrainConfig:
                                dropout=cleaned.pop("lora_dropout", defaults.lora.dropout))
     loss = dataclasses.replace(defaults.loss, beta=cleaned.pop("beta", defaults.loss.beta),
                                desirable_weight=cleaned.pop("desirable_weight", defaults.loss.desirable_weight),
-                               undesirable_weight=cleaned.pop("undesirable_weight", defaults.loss.undesirable_weight))
-    return dataclasses.replace(defaults, lora=lora, loss=loss, **cleaned)
+                               undesirable_weight=cleaned.pop("undesirable_weight", defaults.loss.undesirable_weight),
+                               sft_weight=cleaned.pop("sft_weight", defaults.loss.sft_weight))
+    stopping = dataclasses.replace(defaults.early_stopping,
+                                   enabled=cleaned.pop("early_stop", defaults.early_stopping.enabled),
+                                   drift_budget=cleaned.pop("drift_budget", defaults.early_stopping.drift_budget))
+    return dataclasses.replace(defaults, lora=lora, loss=loss, early_stopping=stopping, **cleaned)

@@ -11,6 +11,7 @@ import torch
 
 from playground import config
 from playground.engine.templating import TokenizedPair, tokenize_pair
+from playground.feedback import FeedbackReport, prompt_key, split_heldout
 from playground.objectives.kto import mismatched_pairs
 
 
@@ -123,3 +124,34 @@ def mismatched_batch(samples: list[TokenizedPair], rows: list[int]) -> list[Toke
     """KTO's KL batch for one step: prompt i with the completion of row (i + 1) mod B."""
     partner = mismatched_pairs(len(rows)).tolist()
     return [TokenizedPair(samples[rows[i]].prompt_ids, samples[rows[j]].response_ids) for i, j in enumerate(partner)]
+
+
+def choose_heldout(report: FeedbackReport, label: str, train_config: config.TrainConfig, fraction: float | None,
+                   demo: tuple[pd.DataFrame, str] | None = None
+                   ) -> tuple[pd.DataFrame, pd.DataFrame | None, str, list[str]]:
+    """Which rows a run trains on and which pairs it is measured on: (training rows, held-out pairs or None, what the
+    held-out metrics are measured on in words, notes for the user).
+
+    The data's own held-out split (``fraction`` of its prompts, by default ``config.TRAIN.held_out_fraction``) when it
+    has at least ``held_out_min_rows`` rows; ``demo`` (the bundled held-out pairs and their file name) only when the
+    data is the demo training set; else nothing, said plainly. Raises ValueError on a share that leaves nothing.
+    """
+    fraction = config.TRAIN.held_out_fraction if fraction is None else float(fraction)
+    if demo is not None:
+        pairs, source = demo
+        return report.data, pairs, (f"the bundled demo held-out set ({len(pairs)} pairs of {source}, prompts the demo "
+                                    "training set does not contain)"), [
+            f"Training on the demo data: held-out metrics use the {len(pairs)} bundled held-out pairs."]
+    if fraction <= 0:
+        return report.data, None, "", ["No held-out share: the run is judged by its probe answers only."]
+    if report.rows_usable < train_config.held_out_min_rows:
+        return report.data, None, "", [
+            f"{report.rows_usable} rows are fewer than {train_config.held_out_min_rows}, too few to keep some back: no "
+            "held-out split, so no held-out metrics or early stopping; the probe answers show how the run goes."]
+    rows, heldout = split_heldout(report.data, report.format, fraction, train_config.seed)
+    if heldout is None:
+        return rows, None, "", [f"The {fraction:.0%} of prompts held out gave no pair (they have only one label)."]
+    prompts = heldout["prompt"].map(prompt_key).nunique()
+    return rows, heldout, (f"your held-out split: {len(heldout)} pairs from {prompts} prompts of {label} kept out of "
+                           "training"), [
+        f"{len(heldout)} held-out pairs from {prompts} prompts ({fraction:.0%} of the prompts) kept out of training."]

@@ -27,9 +27,10 @@ import pandas as pd
 
 from playground import config
 from playground.common.files import atomic_write_json, atomic_write_text
+from playground.common.numbers import json_safe
 from playground.engine.adapters import AdapterInfo
 from playground.training.data import count_steps, validate_train_config
-from playground.training.loop import StepMetrics, TrainResult, train
+from playground.training.loop import RunHooks, StepMetrics, TrainResult, train
 from playground.training.saving import clean_stale_tmp
 
 if TYPE_CHECKING:
@@ -82,6 +83,10 @@ class Job:
     error: str | None = None
     history: list[dict[str, float]] = field(default_factory=list)
     last_per_sample: dict[str, list] = field(default_factory=dict)
+    evaluations: list[dict[str, Any]] = field(default_factory=list)  # held-out evaluations (training.evaluation)
+    probes: list[dict[str, Any]] = field(default_factory=list)  # probe answers (training.probes)
+    stop: dict[str, Any] | None = None  # the early stop, when there was one: reason and the step kept
+    settings: dict[str, Any] = field(default_factory=dict)  # the run's TrainConfig, as JSON
     adapter_dir: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
@@ -97,6 +102,8 @@ class Job:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "cancel_event"}
         data["history"] = list(self.history)
         data["last_per_sample"] = dict(self.last_per_sample)
+        data["evaluations"] = list(self.evaluations)
+        data["probes"] = list(self.probes)
         data["meta"] = dict(self.meta)
         return data
 
@@ -108,6 +115,7 @@ class _Pending:
     heldout: pd.DataFrame | None
     train_config: config.TrainConfig
     extra_meta: dict[str, Any]
+    probe_prompts: list[Any] | None = None
 
 
 class TrainingRunner(Protocol):
@@ -117,18 +125,19 @@ class TrainingRunner(Protocol):
     isolated: bool
 
     def __call__(self, frame: pd.DataFrame, train_config: config.TrainConfig, heldout: pd.DataFrame | None,
-                 out_dir: str, extra_meta: dict[str, Any], hooks: LiveHooks | FileHooks) -> TrainResult: ...
+                 out_dir: str, extra_meta: dict[str, Any], hooks: LiveHooks | FileHooks,
+                 probe_prompts: list[Any] | None = None) -> TrainResult: ...
 
 
 def train_on_fresh_base(engine: Engine, frame: pd.DataFrame, train_config: config.TrainConfig,
                         heldout: pd.DataFrame | None, out_dir: str, extra_meta: dict[str, Any],
-                        hooks: LiveHooks | FileHooks) -> TrainResult:
+                        hooks: LiveHooks | FileHooks, probe_prompts: list[Any] | None = None) -> TrainResult:
     """One job on a fresh copy of the base (never the model serving generation), reporting through ``hooks``."""
     hooks.on_phase("Loading a fresh copy of the base model")
     base = engine.fresh_base()
     return train(base, engine.tokenizer, frame, train_config, device=engine.device, heldout_frame=heldout,
                  callback=hooks.on_step, cancel=hooks.cancel, out_dir=Path(out_dir), extra_meta=extra_meta,
-                 on_phase=hooks.on_phase)
+                 hooks=RunHooks(hooks.on_phase, hooks.on_evaluation, hooks.on_probes), probe_prompts=probe_prompts)
 
 
 @dataclass
@@ -138,8 +147,9 @@ class InProcessRunner:
     engine: Engine
     isolated: bool = False
 
-    def __call__(self, frame, train_config, heldout, out_dir, extra_meta, hooks) -> TrainResult:
-        return train_on_fresh_base(self.engine, frame, train_config, heldout, out_dir, extra_meta, hooks)
+    def __call__(self, frame, train_config, heldout, out_dir, extra_meta, hooks, probe_prompts=None) -> TrainResult:
+        return train_on_fresh_base(self.engine, frame, train_config, heldout, out_dir, extra_meta, hooks,
+                                   probe_prompts)
 
 
 class TrainingQueue:
@@ -174,6 +184,8 @@ class TrainingQueue:
                 continue
             job = Job(**{k: v for k, v in record.items() if k in Job.__dataclass_fields__ and k != "cancel_event"})
             job.history = _read_progress(job_file.parent / "progress.jsonl")
+            job.evaluations = _read_progress(job_file.parent / EVALUATIONS_FILE)
+            job.probes = _read_progress(job_file.parent / PROBES_FILE)
             if not job.finished:
                 job.status = "interrupted"
                 job.phase = "Interrupted by a server restart; partial metrics kept, no adapter was saved"
@@ -183,7 +195,8 @@ class TrainingQueue:
     def _write_job(self, job: Job) -> None:
         folder = self.runs_root / job.id
         folder.mkdir(parents=True, exist_ok=True)
-        record = {k: v for k, v in job.snapshot().items() if k not in ("history", "last_per_sample")}
+        record = {k: v for k, v in job.snapshot().items()
+                  if k not in ("history", "last_per_sample", "evaluations", "probes")}
         atomic_write_text(folder / "job.json", json.dumps(record, default=str))
 
     # ---------------------------------------------------------------------------------------------------------------
@@ -193,7 +206,7 @@ class TrainingQueue:
 
     def submit(self, frame: pd.DataFrame, train_config: config.TrainConfig, name: str, *,
                heldout: pd.DataFrame | None = None, extra_meta: dict[str, Any] | None = None,
-               owner: str | None = None) -> Job:
+               owner: str | None = None, probe_prompts: list[Any] | None = None) -> Job:
         """Validate and enqueue a training; raises AdapterNameError, TrainingInputError or QueueFull."""
         with self._lock:
             name = sanitise_adapter_name(name, self.taken_names())
@@ -202,9 +215,10 @@ class TrainingQueue:
                 raise QueueFull(f"{len(self._waiting)} trainings are already waiting (the limit is "
                                 f"{self.max_waiting}); try again when one has finished.")
             job = Job(uuid.uuid4().hex[:12], name, train_config.method,
-                      count_steps(len(frame), train_config), owner=owner)
+                      count_steps(len(frame), train_config), owner=owner,
+                      settings=json_safe(dataclasses.asdict(train_config)))
             self.jobs[job.id] = job
-            self._waiting.append(_Pending(job, frame, heldout, train_config, dict(extra_meta or {})))
+            self._waiting.append(_Pending(job, frame, heldout, train_config, dict(extra_meta or {}), probe_prompts))
             self._write_job(job)
             if self._worker is None or not self._worker.is_alive():
                 self._worker = threading.Thread(target=self._run_forever, name="trainer", daemon=True)
@@ -271,10 +285,17 @@ class TrainingQueue:
         def on_phase(message: str) -> None:
             job.phase = message
 
+        def on_evaluation(evaluation, decision) -> None:
+            job.evaluations.append(_append_evaluation(run_dir / EVALUATIONS_FILE, evaluation, decision))
+
+        def on_probes(answers) -> None:
+            job.probes.extend(_append_probes(run_dir / PROBES_FILE, answers))
+
         # On ZeroGPU the training runs in a forked worker: it gets picklable file hooks, and a thread here mirrors
         # the files into the job (history, phase) and the job's cancel event into a flag file.
         isolated = self.runner.isolated
-        hooks = FileHooks(str(run_dir)) if isolated else LiveHooks(on_step, on_phase, job.cancel_event)
+        hooks = FileHooks(str(run_dir)) if isolated else LiveHooks(on_step, on_phase, job.cancel_event,
+                                                                    on_evaluation, on_probes)
         mirror_stop = threading.Event()
         mirror = threading.Thread(target=_mirror, args=(job, hooks, mirror_stop), name=f"mirror-{job.id}",
                                   daemon=True) if isolated else None
@@ -283,12 +304,13 @@ class TrainingQueue:
                 mirror.start()
             meta = {"name": job.name, "base_model": self.engine.base_id, **pending.extra_meta}
             result = self.runner(pending.frame, pending.train_config, pending.heldout,
-                                 str(self.adapters_root / job.name), meta, hooks)
+                                 str(self.adapters_root / job.name), meta, hooks, pending.probe_prompts)
             if mirror is not None:
                 mirror_stop.set()
                 mirror.join()
                 _sync_from_files(job, hooks)
             job.meta = {k: v for k, v in result.meta.items() if k != "history"}
+            job.stop = result.meta.get("early_stop")
             if result.cancelled:
                 job.status, job.phase = "cancelled", f"Cancelled after {len(job.history)} steps; nothing was saved"
             else:
@@ -310,19 +332,44 @@ class TrainingQueue:
 # Training hooks: what the runner calls after each step, on a phase change, and checks for cancel
 
 
+EVALUATIONS_FILE = "evaluations.jsonl"
+PROBES_FILE = "probes.jsonl"
+
+
+def _append_lines(path: Path, records: list[dict[str, Any]]) -> None:
+    with Path(path).open("a", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, allow_nan=True) + "\n")
+
+
 def _append_progress(path: Path, metrics) -> dict[str, float]:
     scalars = metrics.scalars()
-    with Path(path).open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(scalars, allow_nan=True) + "\n")
+    _append_lines(path, [scalars])
     return scalars
+
+
+def _append_evaluation(path: Path, evaluation, decision) -> dict[str, Any]:
+    record = {**evaluation.to_json(), "stop": decision.stop, "reason": decision.reason,
+              "best_step": decision.best_step}
+    _append_lines(path, [record])
+    return record
+
+
+def _append_probes(path: Path, answers) -> list[dict[str, Any]]:
+    records = [answer.to_json() for answer in answers]
+    _append_lines(path, records)
+    return records
 
 
 @dataclass
 class LiveHooks:
     """In-process hooks (the training runs in this server's trainer thread): closures over the job."""
+
     on_step: Callable[[Any], None]
     on_phase: Callable[[str], None]
     cancel: threading.Event
+    on_evaluation: Callable[[Any, Any], None] | None = None
+    on_probes: Callable[[list], None] | None = None
 
 
 class FlagFile:
@@ -366,10 +413,19 @@ class FileHooks:
     def on_phase(self, message: str) -> None:
         atomic_write_text(self.phase_file, str(message))
 
+    def on_evaluation(self, evaluation, decision) -> None:
+        _append_evaluation(Path(self.run_dir) / EVALUATIONS_FILE, evaluation, decision)
+
+    def on_probes(self, answers) -> None:
+        _append_probes(Path(self.run_dir) / PROBES_FILE, answers)
+
 
 def _sync_from_files(job: Job, hooks: FileHooks) -> None:
-    """Copy what a training in another process wrote (steps, last per-sample terms, phase) into ``job``."""
+    """Copy what a training in another process wrote (steps, evaluations, probes, last per-sample terms, phase)
+    into ``job``."""
     job.history = _read_progress(hooks.progress_file)
+    job.evaluations = _read_progress(Path(hooks.run_dir) / EVALUATIONS_FILE)
+    job.probes = _read_progress(Path(hooks.run_dir) / PROBES_FILE)
     try:
         job.last_per_sample = json.loads(hooks.per_sample_file.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
@@ -389,7 +445,7 @@ def _mirror(job: Job, hooks: FileHooks, stop: threading.Event, every: float = 0.
 
 
 def _read_progress(path: Path) -> list[dict[str, float]]:
-    """Progress lines written so far; a torn last line from a crash is skipped."""
+    """The JSON lines written so far (steps, evaluations, probes); a torn last line from a crash is skipped."""
     history = []
     if path.is_file():
         for line in path.read_text(encoding="utf-8").splitlines():

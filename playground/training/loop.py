@@ -22,12 +22,18 @@ import torch
 
 from playground import config
 from playground.common.numbers import json_safe
+from playground.engine.answers import training_answers_report
 from playground.engine.device import DeviceChoice
 from playground.engine.metrics import heldout_preference
 from playground.engine.packed import cached_head_casts
+from playground.engine.templating import Prompt
+from playground.feedback import prompt_key
 from playground.training.data import TrainData, count_steps, plan_batches, tokenize_frame, validate_train_config
+from playground.training.evaluation import HeldoutEval, StopDecision
+from playground.training.probes import ProbeAnswer, default_probe_prompts
 from playground.training.saving import save_adapter_atomically
 from playground.training.steps import METHODS, StepInputs
+from playground.training.watch import RunWatch, WatchHooks
 
 
 @dataclass
@@ -42,6 +48,8 @@ class StepMetrics:
     margin: float
     accuracy: float  # DPO: chosen reward above rejected; KTO: r on the label's side of z0
     z0: float  # KTO reference point (NaN for DPO)
+    sft_loss: float  # the weighted SFT term's part of ``loss`` (0 when its weight is 0)
+    chosen_nll: float  # mean token NLL of the chosen (DPO) / desirable (KTO) answers under the policy
     learning_rate: float
     grad_norm: float
     tokens_per_s: float
@@ -123,18 +131,31 @@ def attach_lora(base_model, lora: config.LoraSettings, seed: int):
     return get_peft_model(base_model, peft_config)
 
 
+@dataclass
+class RunHooks:
+    """What a caller hears during a run, besides the per-step metrics: phases, held-out evaluations, probe answers."""
+
+    on_phase: Callable[[str], None] | None = None
+    on_evaluation: Callable[[HeldoutEval, StopDecision], None] | None = None
+    on_probes: Callable[[list[ProbeAnswer]], None] | None = None
+
+
 def train(base_model, tokenizer, train_frame: pd.DataFrame, train_config: config.TrainConfig, *,
           device: DeviceChoice, heldout_frame: pd.DataFrame | None = None,
           callback: Callable[[StepMetrics], None] | None = None, cancel: threading.Event | None = None,
           out_dir: Path | None = None, extra_meta: dict[str, Any] | None = None,
-          on_phase: Callable[[str], None] | None = None) -> TrainResult:
+          on_phase: Callable[[str], None] | None = None, hooks: RunHooks | None = None,
+          probe_prompts: list[Prompt] | None = None) -> TrainResult:
     """Fine-tune a fresh LoRA on ``base_model`` (a plain HF model this call may modify) with DPO or KTO.
 
     ``train_frame``: normalised feedback rows (prompt, chosen, rejected) for DPO, (prompt, completion, label) for KTO.
-    ``heldout_frame``: paired rows for held-out preference accuracy. Saves atomically to ``out_dir`` unless cancelled.
+    ``heldout_frame``: paired rows, measured during the run (early stopping, keeping the best adapter) and after it
+    (held-out metrics, base vs adapter answers). ``probe_prompts`` default to the held-out rows' first prompts.
+    Saves atomically to ``out_dir`` unless cancelled.
     """
     cancel = cancel or threading.Event()
-    phase = on_phase or (lambda _message: None)
+    hooks = hooks or RunHooks(on_phase=on_phase)
+    phase = hooks.on_phase or on_phase or (lambda _message: None)
     validate_train_config(train_config, len(train_frame))
     method = METHODS[train_config.method]
     data = tokenize_frame(tokenizer, train_frame, train_config.method, train_config.max_length)
@@ -143,22 +164,33 @@ def train(base_model, tokenizer, train_frame: pd.DataFrame, train_config: config
                            bucket_batches=method.bucket_batches)
     model = attach_lora(base_model.to(device.device), train_config.lora, train_config.seed)
     inputs = StepInputs(model, data, tokenizer.pad_token_id, device.device, train_config)
+    if probe_prompts is None:
+        probe_prompts = default_probe_prompts(heldout_frame, train_frame, train_config.probes.prompts)
 
     # Low-precision frozen weights while autocast runs; put back before evaluation and saving.
+    run_started = time.perf_counter()
     with autocast_weights(model, device):
         phase("Computing reference log-probs (once)")
         reference = method.reference(model, data, batches, tokenizer.pad_token_id, device, train_config.batch_size)
+        reference_seconds = time.perf_counter() - run_started
+        watch = RunWatch(model, tokenizer, train_config, device, total_steps, heldout_frame, list(probe_prompts),
+                         WatchHooks(hooks.on_evaluation, hooks.on_probes))
+        phase("Measuring the held-out split and the probe answers before training")
+        watch.start()
         phase("Training")
-        history, cancelled, training_seconds = _optimise(inputs, reference, batches, device, callback, cancel)
+        optimise_started, watched_before = time.perf_counter(), sum(watch.seconds.values())
+        history, cancelled, training_seconds = _optimise(inputs, reference, batches, device, callback, cancel, watch)
+        kept = watch.keep_best(len(history)) if not cancelled else None
     model.eval()
-
-    heldout: dict[str, Any] = {}
-    if heldout_frame is not None and len(heldout_frame) and not cancelled:
-        phase("Measuring held-out preference accuracy")
-        heldout = heldout_preference(model, tokenizer, heldout_frame, beta=train_config.loss.beta,
-                                     max_length=train_config.max_length)
-    meta = run_metadata(train_config, data, history, total_steps, training_seconds, heldout, device, base_model,
-                        extra_meta)
+    meta_extra = {**(extra_meta or {}), **_watch_record(watch, kept)}
+    after_started = time.perf_counter()
+    if not cancelled:
+        measured = watch.final_metrics(kept) if kept is not None or len(history) in watch.eval_at else None
+        meta_extra.update(_after_run(model, tokenizer, heldout_frame, train_config, device, phase, measured))
+    meta_extra["seconds"] = _seconds(watch, reference_seconds, after_started - optimise_started - (
+        sum(watch.seconds.values()) - watched_before), after_started, run_started)
+    meta = run_metadata(train_config, data, history, total_steps, training_seconds,
+                        meta_extra.pop("heldout_metrics", {}), device, base_model, meta_extra)
     saved = None
     if out_dir is not None and not cancelled:
         phase("Saving the adapter")
@@ -166,10 +198,55 @@ def train(base_model, tokenizer, train_frame: pd.DataFrame, train_config: config
     return TrainResult(saved, meta, history, cancelled)
 
 
+def _seconds(watch: RunWatch, reference: float, steps: float, after_started: float,
+             run_started: float) -> dict[str, float]:
+    """Where a run's time went: the reference pass, the optimiser steps, what watching added (held-out evaluations
+    and probe answers, step 0 included), the after-run report, and the whole run (saving not included)."""
+    now = time.perf_counter()
+    return {"reference": round(reference, 2), "steps": round(max(steps, 0.0), 2),
+            "heldout_evaluations": round(watch.seconds["heldout_evaluations"], 2),
+            "probes": round(watch.seconds["probes"], 2), "after_run_report": round(now - after_started, 2),
+            "total": round(now - run_started, 2)}
+
+
+def _watch_record(watch: RunWatch, kept: int | None) -> dict[str, Any]:
+    """What meta.json keeps of the watch: the evaluations, the stop and its reason, the probe answers."""
+    record: dict[str, Any] = {"heldout_evaluations": [e.to_json() for e in watch.evaluations],
+                              "probe_answers": [a.to_json() for a in watch.probes]}
+    if watch.stop is not None:
+        record["early_stop"] = {"reason": watch.stop.reason, "best_step": watch.stop.best_step}
+    if kept is not None:
+        record["kept_step"] = kept
+    return record
+
+
+def _after_run(model, tokenizer, heldout: pd.DataFrame | None, train_config: config.TrainConfig,
+               device: DeviceChoice, phase: Callable[[str], None], measured: dict | None) -> dict[str, Any]:
+    """Held-out preference metrics (``measured`` when the last evaluation already took them) and the base vs adapter
+    answers to held-out prompts (nothing without a held-out split)."""
+    if heldout is None or not len(heldout):
+        return {}
+    metrics = measured
+    if metrics is None:
+        phase("Measuring held-out preference accuracy")
+        metrics = heldout_preference(model, tokenizer, heldout, beta=train_config.loss.beta,
+                                     max_length=train_config.max_length)
+    record: dict[str, Any] = {"heldout_metrics": metrics}
+    settings = train_config.probes
+    if settings.report_prompts > 0:
+        phase("Answering held-out prompts with the base and the new adapter")
+        rows = heldout.loc[~heldout["prompt"].map(prompt_key).duplicated()].head(settings.report_prompts)
+        report = training_answers_report(model, tokenizer, list(rows["prompt"]), list(rows["chosen"]),
+                                         device=device.device, max_new_tokens=settings.report_max_new_tokens)
+        record["answers_eval"] = report.to_json()
+    return record
+
+
 def _optimise(inputs: StepInputs, reference, batches: list[list[int]], device: DeviceChoice,
-              callback: Callable[[StepMetrics], None] | None,
-              cancel: threading.Event) -> tuple[list[dict[str, float]], bool, float]:
-    """The optimiser steps over ``batches``: (per-step scalars, whether cancel stopped it, seconds spent)."""
+              callback: Callable[[StepMetrics], None] | None, cancel: threading.Event,
+              watch: RunWatch) -> tuple[list[dict[str, float]], bool, float]:
+    """The optimiser steps over ``batches``, with ``watch`` measuring after each: (per-step scalars, whether cancel
+    stopped it, seconds spent). An early stop ends it like the last batch would, not like a cancel."""
     train_config, model = inputs.train_config, inputs.model
     method = METHODS[train_config.method]
     params = [p for p in model.parameters() if p.requires_grad]
@@ -188,7 +265,7 @@ def _optimise(inputs: StepInputs, reference, batches: list[list[int]], device: D
             group["lr"] = lr
         with device.autocast():
             output = method.step(inputs, reference, step, rows)
-            batch_loss = output.terms.batch_loss
+            batch_loss = output.batch_loss
         optimizer.zero_grad(set_to_none=True)
         batch_loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, train_config.max_grad_norm))
@@ -196,13 +273,16 @@ def _optimise(inputs: StepInputs, reference, batches: list[list[int]], device: D
 
         now = time.perf_counter()
         elapsed = now - started
-        scalars, per_sample = method.report(output.terms, rows)
+        scalars, per_sample = method.report(output, rows)
         metrics = StepMetrics(step + 1, total, batch_loss.item(), learning_rate=lr, grad_norm=grad_norm,
                               tokens_per_s=output.tokens / max(now - step_start, 1e-9), elapsed_s=elapsed,
                               eta_s=elapsed / (step + 1) * (total - step - 1), per_sample=per_sample, **scalars)
         history.append(metrics.scalars())
         if callback:
             callback(metrics)
+        if watch.after_step(step + 1) is not None:
+            break
+        model.train()
     return history, False, time.perf_counter() - started
 
 
@@ -212,7 +292,8 @@ def run_metadata(train_config: config.TrainConfig, data: TrainData, history: lis
     """The adapter's meta.json: settings, data size, per-step history, final and held-out metrics (JSON-safe)."""
     tail = history[-max(1, len(history) // 5):]
     final = {k: _mean([h[k] for h in tail]) for k in
-             ("loss", "rewards_chosen", "rewards_rejected", "margin", "accuracy", "z0")} if history else {}
+             ("loss", "rewards_chosen", "rewards_rejected", "margin", "accuracy", "z0", "sft_loss", "chosen_nll")
+             } if history else {}
     return json_safe({
         "method": train_config.method,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -21,6 +21,7 @@ from playground.engine.packed import packed_logps_supported, packed_logps_with_c
 from playground.engine.templating import TokenizedPair
 from playground.objectives.dpo import DPOTerms, dpo_loss
 from playground.objectives.kto import KTOTerms, kto_loss
+from playground.objectives.sft import SFTTerms, sft_terms
 from playground.training.data import TrainData, mismatched_batch
 from playground.training.forward import precompute_reference, sequence_logps
 
@@ -49,8 +50,14 @@ class StepInputs:
 
 @dataclass
 class StepOutput:
-    terms: DPOTerms | KTOTerms  # per-sample terms; ``terms.batch_loss`` carries the graph
+    terms: DPOTerms | KTOTerms  # per-sample preference terms; ``terms.batch_loss`` carries the graph
+    sft: SFTTerms  # the NLL term on the chosen / desirable answers (zero shares when its weight is 0)
     tokens: int  # tokens the step's forward passes processed (for the throughput figure)
+
+    @property
+    def batch_loss(self) -> torch.Tensor:
+        """What the optimiser minimises: the preference loss plus the weighted SFT term (TRL's loss_weights sum)."""
+        return self.terms.batch_loss + self.sft.batch
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -73,14 +80,17 @@ def dpo_step(inputs: StepInputs, reference: Reference, step: int, rows: list[int
     terms = dpo_loss(sums[:count], sums[count:], reference.chosen[rows], reference.rejected[rows], beta=loss.beta,
                      loss_type=loss.dpo_loss_type, label_smoothing=loss.label_smoothing,
                      chosen_lengths=lengths[:count], rejected_lengths=lengths[count:])
-    return StepOutput(terms, sum(len(p.input_ids) for p in pairs))
+    sft = sft_terms(sums[:count], lengths[:count], weight=loss.sft_weight)
+    return StepOutput(terms, sft, sum(len(p.input_ids) for p in pairs))
 
 
-def dpo_report(terms: DPOTerms, rows: list[int]) -> tuple[dict[str, float], dict[str, list]]:
+def dpo_report(output: StepOutput, rows: list[int]) -> tuple[dict[str, float], dict[str, list]]:
     """(scalars for the curves, per-sample lists for the live table) of one DPO step."""
+    terms = output.terms
     scalars = {"rewards_chosen": float(terms.chosen_reward.mean()),
                "rewards_rejected": float(terms.rejected_reward.mean()),
-               "margin": float(terms.margin.mean()), "accuracy": terms.accuracy, "z0": math.nan}
+               "margin": float(terms.margin.mean()), "accuracy": terms.accuracy, "z0": math.nan,
+               **_sft_scalars(output.sft)}
     per_sample = {
         "row": list(rows),
         "chosen_reward": terms.chosen_reward.tolist(),
@@ -88,8 +98,16 @@ def dpo_report(terms: DPOTerms, rows: list[int]) -> tuple[dict[str, float], dict
         "margin": terms.margin.tolist(),
         "loss": terms.loss.detach().tolist(),
         "grad_weight": terms.grad_weight.tolist(),
+        "chosen_nll": output.sft.nll.tolist(),
     }
     return scalars, per_sample
+
+
+def _sft_scalars(sft: SFTTerms) -> dict[str, float]:
+    """The SFT term's weighted share of the loss, and the mean token NLL of the answers it covers."""
+    covered = sft.covered
+    nll = float(sft.nll[covered].mean()) if bool(covered.any()) else math.nan
+    return {"sft_loss": float(sft.batch.detach()), "chosen_nll": nll}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -114,27 +132,29 @@ def kto_step(inputs: StepInputs, reference: Reference, step: int, rows: list[int
     data, loss, model = inputs.data, inputs.train_config.loss, inputs.model
     samples, kl_pairs = [data.samples[i] for i in rows], reference.kl_pairs[step]
     if packed_logps_supported(model):
-        sums, _, kl_sums = packed_logps_with_continuations(model, samples, kl_pairs, inputs.pad_token_id,
-                                                           inputs.device)
+        sums, lengths, kl_sums = packed_logps_with_continuations(model, samples, kl_pairs, inputs.pad_token_id,
+                                                                 inputs.device)
     else:
         with torch.no_grad():
             kl_sums, _ = sequence_logps(model, kl_pairs, inputs.pad_token_id, inputs.device)
-        sums, _ = sequence_logps(model, samples, inputs.pad_token_id, inputs.device)
-    desirable = torch.tensor([data.desirable[i] for i in rows])
-    terms = kto_loss(sums.float().cpu(), reference.samples[rows], desirable, kl_sums.float().cpu(), reference.kl[step],
+        sums, lengths = sequence_logps(model, samples, inputs.pad_token_id, inputs.device)
+    sums, desirable = sums.float().cpu(), torch.tensor([data.desirable[i] for i in rows])
+    terms = kto_loss(sums, reference.samples[rows], desirable, kl_sums.float().cpu(), reference.kl[step],
                      beta=loss.beta, desirable_weight=loss.desirable_weight,
                      undesirable_weight=loss.undesirable_weight, loss_type=loss.kto_loss_type)
+    sft = sft_terms(sums, lengths.cpu(), weight=loss.sft_weight, covered=desirable)
     tokens = sum(len(p.input_ids) for p in samples) + sum(len(p.input_ids) for p in kl_pairs)
-    return StepOutput(terms, tokens)
+    return StepOutput(terms, sft, tokens)
 
 
-def kto_report(terms: KTOTerms, rows: list[int]) -> tuple[dict[str, float], dict[str, list]]:
+def kto_report(output: StepOutput, rows: list[int]) -> tuple[dict[str, float], dict[str, list]]:
     """(scalars for the curves, per-sample lists for the live table) of one KTO step. Accuracy here is the share of
     samples on their label's side of z0."""
+    terms = output.terms
     correct = torch.where(terms.desirable, terms.logratio > terms.z0, terms.logratio < terms.z0)
     chosen, rejected = terms.desirable_reward_mean, terms.undesirable_reward_mean
     scalars = {"rewards_chosen": chosen, "rewards_rejected": rejected, "margin": chosen - rejected,
-               "accuracy": float(correct.float().mean()), "z0": float(terms.z0)}
+               "accuracy": float(correct.float().mean()), "z0": float(terms.z0), **_sft_scalars(output.sft)}
     per_sample = {
         "row": list(rows),
         "desirable": terms.desirable.tolist(),
@@ -142,6 +162,7 @@ def kto_report(terms: KTOTerms, rows: list[int]) -> tuple[dict[str, float], dict
         "reward": terms.reward.tolist(),
         "value": terms.value.tolist(),
         "loss": terms.loss.detach().tolist(),
+        "desirable_nll": output.sft.nll.tolist(),
     }
     return scalars, per_sample
 
@@ -154,7 +175,7 @@ def kto_report(terms: KTOTerms, rows: list[int]) -> tuple[dict[str, float], dict
 class Method:
     reference: Callable[..., Reference]
     step: Callable[[StepInputs, Reference, int, list[int]], StepOutput]
-    report: Callable[[Any, list[int]], tuple[dict[str, float], dict[str, list]]]
+    report: Callable[[StepOutput, list[int]], tuple[dict[str, float], dict[str, list]]]
     # batches bucketed by length within windows of this many batches; KTO uses 1, since desirable and undesirable
     # answers often differ in length and bucketing would give batches of one label
     bucket_batches: int

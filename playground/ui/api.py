@@ -94,10 +94,14 @@ class Endpoints:
 
     def train_start(self, file: dict | None = None, method: str = "dpo", name: str = "",
                     hyperparameters: dict | None = None, csv_text: str = "", filename: str = "upload.csv",
-                    heldout_share: float = 0.0) -> dict:
+                    heldout_share: float | None = None, probe_prompts: list[str] | None = None) -> dict:
         """Queue a DPO or KTO LoRA training on a feedback file; returns {"job_id", "name", "total_steps",
         "position", "notes"}. hyperparameters: beta, learning_rate, steps, epochs, batch_size, max_length,
-        desirable_weight, undesirable_weight, lora_r, lora_alpha, lora_dropout, seed, warmup_ratio."""
+        desirable_weight, undesirable_weight, lora_r, lora_alpha, lora_dropout, seed, warmup_ratio, sft_weight,
+        early_stop, drift_budget (defaults: ``config.TRAIN``, the same as the page's). heldout_share: the share of
+        the file's prompts kept out of training and measured on (default ``config.TRAIN.held_out_fraction`` for
+        files of at least ``held_out_min_rows`` rows; 0 keeps none). probe_prompts: the prompts the adapter answers
+        during the run (default: the held-out rows' first prompts)."""
         services = self.services
         report = _report(file, csv_text, filename)
         if not report.trainable:
@@ -105,8 +109,9 @@ class Endpoints:
         try:
             train_config = train_config_from({**(hyperparameters or {}), "method": method})
             job, notes = services.start_training(report, train_config, name or services.suggest_adapter_name(
-                train_config.method), owner=API_OWNER, heldout_fraction=float(heldout_share or 0.0),
-                data_label=(file or {}).get("orig_name") or filename)
+                train_config.method), owner=API_OWNER,
+                heldout_fraction=None if heldout_share is None else float(heldout_share),
+                data_label=(file or {}).get("orig_name") or filename, probe_prompts=probe_prompts)
         except (ServiceInputError, AdapterNameError, TrainingInputError, QueueFull, ValueError) as exc:
             raise gr.Error(str(exc)) from exc
         return {"job_id": job.id, "name": job.name, "method": job.method, "total_steps": job.total_steps,

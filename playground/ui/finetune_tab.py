@@ -20,13 +20,16 @@ import gradio as gr
 import pandas as pd
 
 from playground import config, feedback, plots
+from playground.common.numbers import TIE_TEXT, finite_or_none, format_number
 from playground.feedback import frame_for_method, label_counts, votes
 from playground.objectives.kto import kto_weight_advice
+from playground.objectives.text_quality import answer_quality
 from playground.serving import hub
 from playground.serving.services import Services
 from playground.serving.settings import ServiceInputError, train_config_from
 from playground.training.data import TrainingInputError, count_steps
 from playground.training.jobs import AdapterNameError, QueueFull
+from playground.training.probes import answers_degeneration, probe_advice
 
 SOURCE_UPLOAD, SOURCE_VOTES, SOURCE_EXAMPLE = "Upload a file", "My votes (this browser)", "Example file"
 SOURCES = (SOURCE_UPLOAD, SOURCE_VOTES, SOURCE_EXAMPLE)
@@ -160,13 +163,55 @@ def result_markdown(view: dict | None) -> str:
     held = view.get("heldout_metrics") or {}
     lines = [f"### ✅ {html.escape(view['name'])} is ready",
              "It is attached to the model: tick it on the **Compare** tab (and pick it on **Inspect**)."]
+    stop = view.get("stop")
+    if stop:
+        lines.append(f"⏹ **Stopped early** after {view['steps_done']} of {view['total_steps']} steps: "
+                     f"{html.escape(stop.get('reason', ''))}. The adapter of step {stop.get('best_step')} was kept.")
+    elif view.get("kept_step"):
+        lines.append(f"The held-out loss was lowest at step {view['kept_step']} of {view['steps_done']}, so that "
+                     "step's adapter was kept.")
     if held:
-        lines.append(f"On {held.get('pairs')} held-out pairs: preference accuracy **{held['preference_accuracy']:.3f}**"
-                     f" (base 0.5), mean implied-reward margin **{held['mean_margin']:+.3f}** (base 0).")
+        source = html.escape(view.get("heldout_source") or f"{held.get('pairs')} held-out pairs")
+        lines.append(f"Measured on {source}: preference accuracy **{held['preference_accuracy']:.3f}** (base: "
+                     f"{TIE_TEXT}), mean implied-reward margin **{held['mean_margin']:+.3f}** (base 0), held-out DPO "
+                     f"loss {held.get('dpo_loss', float('nan')):.3f} (base ln 2 = 0.693).")
     else:
-        lines.append("No held-out pairs were available, so there is no before/after measurement.")
+        lines.append("No held-out split was kept, so there are no held-out metrics; judge the adapter by its answers "
+                     "(the probe answers above, and Compare).")
+    lines.append(answers_verdict(view.get("answers_eval") or {}))
+    lines.append(time_line(view.get("seconds") or {}))
     lines.append(BASE_ACCURACY_NOTE)
-    return "\n\n".join(lines)
+    return "\n\n".join(line for line in lines if line)
+
+
+def time_line(seconds: dict) -> str:
+    """Where the run's time went, so the cost of the probes and the held-out checks is in plain sight."""
+    if not seconds.get("total"):
+        return ""
+    f = format_number
+    return (f"⏱ {f(seconds['total'], 3)} s in all: reference log-probs {f(seconds.get('reference'), 2)} s, optimizer "
+            f"steps {f(seconds.get('steps'), 3)} s, held-out checks {f(seconds.get('heldout_evaluations'), 2)} s, "
+            f"probe answers {f(seconds.get('probes'), 2)} s, base vs adapter answers "
+            f"{f(seconds.get('after_run_report'), 2)} s.")
+
+
+def answers_verdict(report: dict) -> str:
+    """One sentence on the base vs adapter answers: repetition, fluency and ROUGE-L, and whether that is fine."""
+    summaries = report.get("summaries") or {}
+    base, tuned = summaries.get(config.BASE_VARIANT), next((v for k, v in summaries.items()
+                                                            if k != config.BASE_VARIANT), None)
+    if not base or not tuned:
+        return ""
+    f = format_number
+    text = (f"On {tuned['answers']} held-out prompts the adapter's greedy answers have "
+            f"{f(tuned['mean_words'], 3)} words on average (base {f(base['mean_words'], 3)}), repeat a phrase in "
+            f"{f(100 * tuned['share_repetitive'], 2)}% of answers (base {f(100 * base['share_repetitive'], 2)}%), "
+            f"read at fluency {f(tuned['mean_fluency'], 3)} (base {f(base['mean_fluency'], 3)}; the base model's "
+            f"mean token log-prob) and reach ROUGE-L {f(tuned['mean_rouge_l'], 2)} to the chosen answers (base "
+            f"{f(base['mean_rouge_l'], 2)}).")
+    why = answers_degeneration(base, tuned)
+    return (f"⚠️ {text} The answers degenerated ({why}): train with fewer steps, a lower learning rate or a larger "
+            "SFT weight.") if why else ("✅ " + text)
 
 
 def before_after(view: dict | None):
@@ -174,9 +219,69 @@ def before_after(view: dict | None):
     if not held:
         return plots.empty_figure("Held-out metrics appear here when a training finishes.")
     return plots.before_after_figure(
-        {"accuracy": 0.5, "margin": 0.0, "label": "base (no adapter)", "variant": "base"},
+        {"accuracy": 0.5, "margin": 0.0, "label": "base (no adapter)", "variant": "base", "tied": True},
         {"accuracy": held.get("preference_accuracy"), "margin": held.get("mean_margin"), "label": view["name"],
          "variant": view["name"]})
+
+
+ANSWER_COLUMNS = {"prompt": "prompt", "variant": "variant", "answer": "answer", "words": "words",
+                  "repetitive": "repeats a phrase", "distinct_2": "distinct-2", "fluency": "fluency (base log-prob)",
+                  "rouge_l": "ROUGE-L to chosen"}
+
+
+def answers_frame(report: dict | None) -> pd.DataFrame:
+    """The before/after table: base and adapter answers to the held-out prompts, with their measures."""
+    sets, prompts = (report or {}).get("sets") or {}, (report or {}).get("prompts") or []
+    rows = []
+    for i, prompt in enumerate(prompts):
+        for name, answers in sets.items():
+            text = answers["texts"][i]
+            quality = answer_quality(text)
+            rows.append({"prompt": prompt, "variant": name, "answer": text, "words": quality.words,
+                         "repetitive": "yes" if quality.repetitive else "no",
+                         "distinct_2": _rounded(quality.distinct_2),
+                         "fluency": _rounded(answers["fluency"][i]), "rouge_l": _rounded(answers["rouge_l"][i])})
+    return pd.DataFrame(rows, columns=list(ANSWER_COLUMNS)).rename(columns=ANSWER_COLUMNS)
+
+
+def _rounded(value, digits: int = 3):
+    number = finite_or_none(value)
+    return None if number is None else round(number, digits)
+
+
+def probe_timeline_html(probes: list[dict]) -> str:
+    """The probe answers as a timeline: one row per probe step, one column per prompt, each answer with its meter."""
+    if not probes:
+        return ('<div class="pg-note" id="pg-ft-probes-empty">Probe answers appear here as the run goes: the adapter '
+                "answers a few held-out prompts at the start and about every quarter of the run.</div>")
+    prompts = {p["prompt_index"]: p["prompt"] for p in probes}
+    steps = sorted({p["step"] for p in probes})
+    by_key = {(p["step"], p["prompt_index"]): p for p in probes}
+    head = "".join(f"<th>{html.escape(prompts[i])}</th>" for i in sorted(prompts))
+    body = []
+    for step in steps:
+        cells = []
+        for i in sorted(prompts):
+            answer = by_key.get((step, i))
+            cells.append(_probe_cell(answer) if answer else "<td></td>")
+        body.append(f"<tr><th>{'start' if step == 0 else f'step {step}'}</th>{''.join(cells)}</tr>")
+    return (f'<table class="pg-probes" id="pg-ft-probes-table"><thead><tr><th></th>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table>")
+
+
+def _probe_cell(answer: dict) -> str:
+    flags = []
+    if answer.get("repetitive"):
+        flags.append('<span class="pg-flag pg-bad">repeats a phrase</span>')
+    fluency = finite_or_none(answer.get("fluency"))
+    why = answer.get("degenerate") or ""
+    flags.append(f'<span class="pg-flag{" pg-bad" if why and why != "repeats a phrase" else ""}">'
+                 f"fluency {format_number(fluency, 3)}</span>")
+    flags.append(f'<span class="pg-flag">distinct-2 {format_number(answer.get("distinct_2"), 2)}</span>')
+    text = answer.get("text") or ""
+    shown = html.escape(text if len(text) <= 240 else text[:239] + "…") or "<i>(empty)</i>"
+    css = "pg-probe pg-degenerate" if answer.get("degenerate") else "pg-probe"
+    return f'<td class="{css}"><div class="pg-probe-text">{shown}</div><div>{"".join(flags)}</div></td>'
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -257,9 +362,13 @@ def method_changed(method_label):
 
 
 # The settings widgets of the form, by the name ``train_config_from`` knows them (method: the radio's label).
-FORM_FIELDS = ("method", "name", "heldout_share", "beta", "learning_rate", "steps", "epochs", "batch_size",
-               "max_length", "desirable_weight", "undesirable_weight", "lora_r", "lora_alpha", "lora_dropout")
-HYPERPARAMETERS = FORM_FIELDS[3:]
+FORM_FIELDS = ("method", "name", "heldout_share", "probe_prompts", "beta", "learning_rate", "steps", "epochs",
+               "batch_size", "max_length", "desirable_weight", "undesirable_weight", "lora_r", "lora_alpha",
+               "lora_dropout", "sft_weight", "early_stop", "drift_budget")
+HYPERPARAMETERS = FORM_FIELDS[4:]
+# What the run view shows, by name; handlers return a dict of some of them (the rest stay as they are).
+RUN_OUTPUTS = ("job_state", "timer", "status", "progress", "curves", "timeline", "advice", "start", "cancel", "result",
+               "before_after", "answers", "zip", "seen", "adapters_changed", "name")
 
 
 @dataclass
@@ -298,15 +407,16 @@ def _warn_outside_kto_band(data: dict, train_config) -> None:
         gr.Warning(f"KTO weights outside the paper's band (training anyway): {advice.message}")
 
 
-def start_training(services: Services, session_id: str, data: dict | None, form: dict[str, Any]):
-    """Submit the job: returns (job id, timer, status, progress, curves, Start, Cancel, result, before/after, zip,
-    seen). ``data`` is the validated data's state, ``form`` the settings (:class:`TrainingForm`'s fields). Every
-    refusal is a gr.Error naming the value; the widgets keep what the user typed."""
+def start_training(services: Services, session_id: str, data: dict | None, form: dict[str, Any]) -> dict[str, Any]:
+    """Submit the job; returns the run view's new values by name (see :data:`RUN_OUTPUTS`). ``data`` is the validated
+    data's state, ``form`` the settings (:class:`TrainingForm`'s fields). Every refusal is a gr.Error naming the
+    value; the widgets keep what the user typed."""
     if not votes.valid_session_id(session_id):
         raise gr.Error("The page has no session yet: wait a second after loading, or reload the page.")
     if not data or not data.get("trainable"):
         raise gr.Error("Load data that passes validation first (see the report on the left).")
     values = _train_values(form)
+    probe_prompts = [line.strip() for line in str(form.get("probe_prompts") or "").splitlines() if line.strip()]
     try:
         train_config = train_config_from(values)
         if train_config.method == "kto":
@@ -314,54 +424,63 @@ def start_training(services: Services, session_id: str, data: dict | None, form:
         report = feedback.read_feedback(Path(data["path"]))
         job, notes = services.start_training(report, train_config, form.get("name") or "", owner=session_id,
                                              heldout_fraction=float(form.get("heldout_share") or 0.0),
-                                             data_label=data["label"])
+                                             data_label=data["label"], probe_prompts=probe_prompts)
     except (ServiceInputError, AdapterNameError, TrainingInputError, QueueFull, ValueError) as exc:
         raise gr.Error(str(exc)) from exc
     view = services.job_view(job.id)
     gr.Info(f"Training {job.name} submitted: {job.total_steps} steps.", duration=3)
     note = " ".join(notes)
-    return (job.id, gr.Timer(active=True), status_markdown(view) + (f"\n\n{html.escape(note)}" if note else ""),
-            progress_html(view), plots.training_curves_figure([], job.method), gr.update(interactive=False),
-            gr.update(interactive=True), "", plots.empty_figure("Held-out metrics appear here when the training "
-                                                                "finishes."),
-            gr.update(value=None, visible=False), {"job": job.id, "steps": 0, "final": False})
+    return {"job_state": job.id, "timer": gr.Timer(active=True),
+            "status": status_markdown(view) + (f"\n\n{html.escape(note)}" if note else ""),
+            "progress": progress_html(view), "curves": plots.training_curves_figure([], job.method),
+            "timeline": probe_timeline_html([]), "advice": "", "start": gr.update(interactive=False),
+            "cancel": gr.update(interactive=True), "result": "",
+            "before_after": plots.empty_figure("Held-out metrics appear here when the training finishes."),
+            "answers": answers_frame(None), "zip": gr.update(value=None, visible=False),
+            "seen": {"job": job.id, "steps": 0, "probes": 0, "final": False}}
 
 
-def poll_job(services: Services, job_id, seen, typed_name=None):
-    """One timer tick: (status, progress, curves, seen, timer, Start, Cancel, result, before/after, zip,
-    adapters-changed, adapter name). Curves are re-sent only when a step was added; the final outputs once. When a
-    run is done and the name box still holds its (now taken) name, a fresh name is suggested."""
+def _curves(view: dict) -> Any:
+    kept = {"best_step": view["kept_step"], "reason": ""} if view.get("kept_step") else None
+    return plots.training_curves_figure(view["history"], view["method"], view.get("evaluations"),
+                                        view.get("stop") or kept, (view.get("drift_budget") or 0.0))
+
+
+def poll_job(services: Services, job_id, seen, typed_name=None) -> dict[str, Any]:
+    """One timer tick: the run view's new values by name (see :data:`RUN_OUTPUTS`). Curves and the probe timeline
+    are re-sent only when they changed, the final outputs once. When a run is done and the name box still holds its
+    (now taken) name, a fresh name is suggested."""
     view = services.job_view(job_id)
-    skip = gr.skip()
     if view is None:
-        return ("No training yet.", progress_html(None), skip, seen, gr.Timer(active=False), skip, skip, skip, skip,
-                skip, skip, skip)
+        return {"status": "No training yet.", "progress": progress_html(None), "seen": seen,
+                "timer": gr.Timer(active=False)}
     seen = dict(seen or {})
-    new_job = seen.get("job") != view["job_id"]
-    if new_job:
-        seen = {"job": view["job_id"], "steps": -1, "final": False}
-    curves = skip
-    if view["steps_done"] != seen.get("steps"):
-        curves = plots.training_curves_figure(view["history"], view["method"])
-        seen["steps"] = view["steps_done"]
+    if seen.get("job") != view["job_id"]:
+        seen = {"job": view["job_id"], "steps": -1, "probes": -1, "evaluations": -1, "final": False}
+    out: dict[str, Any] = {"status": status_markdown(view), "progress": progress_html(view)}
+    if (view["steps_done"], len(view["evaluations"])) != (seen.get("steps"), seen.get("evaluations")):
+        out["curves"] = _curves(view)
+        seen["steps"], seen["evaluations"] = view["steps_done"], len(view["evaluations"])
+    if len(view["probes"]) != seen.get("probes"):
+        out["timeline"], out["advice"] = probe_timeline_html(view["probes"]), probe_advice(view["probes"])
+        seen["probes"] = len(view["probes"])
     finished = view["status"] in ("done", "failed", "cancelled", "interrupted")
     if not finished:
-        return (status_markdown(view), progress_html(view), curves, seen, gr.Timer(active=True),
-                gr.update(interactive=False), gr.update(interactive=True), skip, skip, skip, skip, skip)
+        return {**out, "seen": seen, "timer": gr.Timer(active=True), "start": gr.update(interactive=False),
+                "cancel": gr.update(interactive=True)}
     if seen.get("final"):
-        return (status_markdown(view), progress_html(view), curves, seen, gr.Timer(active=False), skip, skip, skip,
-                skip, skip, skip, skip)
+        return {**out, "seen": seen, "timer": gr.Timer(active=False)}
     seen["final"] = True
-    zip_update = gr.update(value=None, visible=False)
+    out.update(seen=seen, timer=gr.Timer(active=False), start=gr.update(interactive=True),
+               cancel=gr.update(interactive=False), result=result_markdown(view), before_after=before_after(view),
+               answers=answers_frame(view.get("answers_eval")), zip=gr.update(value=None, visible=False),
+               adapters_changed=f"{view['name']}:{view['status']}")
     if view["status"] == "done" and view["name"] in services.engine.adapters:
-        zip_update = gr.update(value=str(services.zip_adapter(view["name"])), visible=True,
+        out["zip"] = gr.update(value=str(services.zip_adapter(view["name"])), visible=True,
                                label=f"Download {view['name']}.zip")
-    name_update = skip
     if view["status"] == "done" and (typed_name or "").strip() == view["name"]:
-        name_update = services.suggest_adapter_name(view["method"])
-    return (status_markdown(view), progress_html(view), curves, seen, gr.Timer(active=False),
-            gr.update(interactive=True), gr.update(interactive=False), result_markdown(view), before_after(view),
-            zip_update, f"{view['name']}:{view['status']}", name_update)
+        out["name"] = services.suggest_adapter_name(view["method"])
+    return out
 
 
 def cancel_training(services: Services, session_id, job_id):
@@ -391,17 +510,23 @@ def push_to_hub(services: Services, session_id, job_id, repo_id, token):
     return f"✅ Pushed **{html.escape(job.name)}** to [{html.escape(url)}]({html.escape(url, quote=True)}).", ""
 
 
-def reattach(services: Services, session_id, job_id):
+def reattach(services: Services, session_id, job_id) -> dict[str, Any]:
     """On page load: find this browser's newest job (the stored id, else by owner) and resume watching it."""
     job = services.queue.get(job_id) if job_id else None
     if job is None or (job.owner and job.owner != session_id):
         job = services.latest_job_for(session_id) if votes.valid_session_id(session_id) else None
     if job is None:
-        return (None, gr.Timer(active=False), "No training yet.", progress_html(None), gr.skip(), gr.skip(),
-                gr.skip(), gr.skip(), gr.skip(), gr.skip(), None)
-    outputs = poll_job(services, job.id, None)
-    status, progress, curves, seen, timer, start, cancel, result, figure, zip_update, _changed, _name = outputs
-    return job.id, timer, status, progress, curves, start, cancel, result, figure, zip_update, seen
+        return {"job_state": None, "timer": gr.Timer(active=False), "status": "No training yet.",
+                "progress": progress_html(None), "seen": None}
+    out = poll_job(services, job.id, None)
+    out.pop("adapters_changed", None)
+    out.pop("name", None)
+    return {**out, "job_state": job.id}
+
+
+def as_outputs(values: dict[str, Any], names: tuple[str, ...] = RUN_OUTPUTS) -> list:
+    """A handler's values by name, as Gradio's list of outputs (``gr.skip()`` for the ones it leaves alone)."""
+    return [values[name] if name in values else gr.skip() for name in names]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -463,15 +588,26 @@ def _settings_column(services: Services) -> tuple[TrainingForm, dict[str, gr.com
         w["undesirable_weight"] = gr.Number(value=loss.undesirable_weight, label="λ_U (undesirable weight)",
                                             visible=False)
     plan = gr.Markdown("Load usable data to see the plan.", elem_id="pg-ft-plan")
-    with gr.Accordion("LoRA and held-out split", open=False):
+    with gr.Row():
+        w["sft_weight"] = gr.Number(value=loss.sft_weight, label="SFT weight",
+                                    info="NLL on the chosen / desirable answers (RPO); keeps them likely")
+        w["early_stop"] = gr.Checkbox(value=train.early_stopping.enabled, label="Stop early on the held-out split",
+                                      info="keeps the best adapter")
+    with gr.Accordion("Held-out split, probes, LoRA", open=False):
+        share = config.SLIDERS.heldout_share
+        w["heldout_share"] = gr.Slider(share.low, share.high, value=train.held_out_fraction, step=share.step,
+                                       label="Hold out this share of your prompts (measured, never trained on)",
+                                       info=f"files of {train.held_out_min_rows}+ rows; 0 = keep none",
+                                       elem_id="pg-ft-heldout")
+        w["drift_budget"] = gr.Number(value=train.early_stopping.drift_budget, label="Drift budget (nats/token)",
+                                      info="stop when held-out chosen answers move further from the base; 0 = off")
+        w["probe_prompts"] = gr.Textbox(label="Probe prompts (one per line)", lines=2, elem_id="pg-ft-probe-prompts",
+                                        placeholder="Empty: the first prompts of the held-out rows",
+                                        info="answered greedily at the start and about every quarter of the run")
         with gr.Row():
             w["lora_r"] = gr.Number(value=lora.r, precision=0, label="LoRA rank r")
             w["lora_alpha"] = gr.Number(value=lora.alpha, precision=0, label="LoRA alpha")
             w["lora_dropout"] = gr.Number(value=lora.dropout, label="LoRA dropout")
-        share = config.SLIDERS.heldout_share
-        w["heldout_share"] = gr.Slider(share.low, share.high, value=train.held_out_fraction, step=share.step,
-                                       label="Hold out this share of your prompts for the before/after check",
-                                       info="0 = use the demo's held-out pairs")
     gr.Markdown(f"Runs on: **{html.escape(services.engine.device.describe())}**", elem_classes=["pg-note"])
     with gr.Row():
         start = gr.Button("Start training", variant="primary", interactive=False, elem_id="pg-ft-start")
@@ -486,8 +622,14 @@ def _progress_and_result() -> dict[str, gr.components.Component]:
     out: dict[str, gr.components.Component] = {}
     out["status"] = gr.Markdown("No training yet.", elem_id="pg-ft-status")
     out["progress"] = gr.HTML(progress_html(None), elem_id="pg-ft-progress")
-    out["curves"] = gr.Plot(plots.training_curves_figure([], config.TRAIN.method), label="Training curves",
-                            elem_id="pg-ft-curves")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            out["curves"] = gr.Plot(plots.training_curves_figure([], config.TRAIN.method), label="Training curves",
+                                    elem_id="pg-ft-curves")
+        with gr.Column(scale=2):
+            gr.Markdown("**Probe answers** (greedy, by the adapter in training)")
+            out["advice"] = gr.Markdown("", elem_id="pg-ft-probe-advice")
+            out["timeline"] = gr.HTML(probe_timeline_html([]), elem_id="pg-ft-probes")
     gr.Markdown("### 4 · Result")
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
@@ -504,6 +646,8 @@ def _progress_and_result() -> dict[str, gr.components.Component]:
         with gr.Column(scale=4):
             out["before_after"] = gr.Plot(plots.empty_figure("Held-out metrics appear here when a training finishes."),
                                           label="Before / after", elem_id="pg-ft-before-after")
+    out["answers"] = gr.Dataframe(answers_frame(None), label="Base vs new adapter on held-out prompts (greedy)",
+                                  interactive=False, wrap=True, max_height=420, elem_id="pg-ft-answers")
     return out
 
 
@@ -541,14 +685,14 @@ def build_finetune_tab(services: Services, session: gr.BrowserState, job_state: 
     gr.on([component.change for component in plan_inputs], plan_fn, plan_inputs, [c["plan"]], api_name=False,
           trigger_mode="always_last", concurrency_limit=None, show_progress="hidden")
 
-    run_outputs = [job_state, timer, r["status"], r["progress"], r["curves"], c["start"], c["cancel"], r["result"],
-                   r["before_after"], r["zip"], seen]
-    c["start"].click(lambda data: start_training(services, data[session], data[data_state], form.read(data)),
+    run_view = {**r, **c, "job_state": job_state, "timer": timer, "seen": seen, "adapters_changed": adapters_changed,
+                "name": name}
+    run_outputs = [run_view[key] for key in RUN_OUTPUTS]
+    c["start"].click(lambda data: as_outputs(start_training(services, data[session], data[data_state],
+                                                            form.read(data))),
                      {session, data_state, *form.inputs()}, run_outputs, api_name=False, concurrency_limit=None)
-    timer.tick(partial(poll_job, services), [job_state, seen, name],
-               [r["status"], r["progress"], r["curves"], seen, timer, c["start"], c["cancel"], r["result"],
-                r["before_after"], r["zip"], adapters_changed, name], api_name=False, concurrency_limit=None,
-               show_progress="hidden")
+    timer.tick(lambda job_id, seen_, typed: as_outputs(poll_job(services, job_id, seen_, typed)),
+               [job_state, seen, name], run_outputs, api_name=False, concurrency_limit=None, show_progress="hidden")
     c["cancel"].click(partial(cancel_training, services), [session, job_state], [r["status"]], api_name=False,
                       concurrency_limit=None)
     r["hub_button"].click(partial(push_to_hub, services), [session, job_state, r["hub_repo"], r["hub_token"]],

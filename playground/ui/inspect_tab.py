@@ -18,7 +18,7 @@ from playground import config, plots
 from playground.analysis.curves import kto_value_curves, pair_focus, prospect_curves
 from playground.analysis.scores import DatasetScores
 from playground.analysis.views import InspectAnalysis, InspectSettings, analyse, variant_table
-from playground.common.numbers import format_number
+from playground.common.numbers import accuracy_text, format_number
 from playground.objectives.dpo import DPO_LOSS_TYPES
 from playground.objectives.kto import KTO_LOSS_TYPES
 from playground.objectives.task_metrics import TASK_METRICS
@@ -26,7 +26,6 @@ from playground.objectives.thresholds import TAU_METHODS
 from playground.objectives.value_functions import LIKELIHOOD_REDUCTIONS, VALUE_CONSTRUCTIONS
 from playground.serving.services import Services
 from playground.serving.settings import ServiceInputError
-from playground.ui.formatting import accuracy_text
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +36,8 @@ DATA_CHOICES = [DATA_HELDOUT, DATA_VOTES, DATA_UPLOAD]
 DEFAULTS = InspectSettings()
 
 # The settings widgets, in the order ``settings_from`` takes their values.
-SETTING_FIELDS = ("beta", "dpo_loss_type", "label_smoothing", "kto_loss_type", "desirable_weight", "undesirable_weight",
+SETTING_FIELDS = ("beta", "dpo_loss_type", "label_smoothing", "sft_weight", "kto_loss_type", "desirable_weight",
+                  "undesirable_weight",
                   "construction", "likelihood_reduce", "calibrate", "normalise_std", "alpha", "task_metric",
                   "tau_method", "tau_quantile", "tau_ema_eta", "tau_fixed", "loss_aversion", "reward_source")
 REWARD_SOURCES = [("R = implied reward β·log π/π_ref", "implied"), ("R = learned reward head R_phi", "head")]
@@ -45,7 +45,8 @@ REWARD_SOURCES = [("R = implied reward β·log π/π_ref", "implied"), ("R = lea
 TABLE_COLUMNS = {
     "pair": "pair", "prompt": "prompt", "chosen": "chosen", "rejected": "rejected", "category": "category",
     "ref_logratio": "ref log-ratio", "policy_logratio": "policy log-ratio", "delta": "D",
-    "margin": "margin β·D", "dpo_loss": "DPO loss", "grad_weight": "grad weight", "correct": "chosen ranked first",
+    "margin": "margin β·D", "dpo_loss": "DPO loss", "grad_weight": "grad weight", "chosen_nll": "chosen NLL/token",
+    "reference_chosen_nll": "chosen NLL/token (ref)", "sft_term": "SFT term", "correct": "chosen ranked first",
     "kto_loss_chosen": "KTO loss (chosen)", "kto_loss_rejected": "KTO loss (rejected)",
     "v_chosen": "V chosen", "v_rejected": "V rejected",
 }
@@ -83,6 +84,7 @@ def summary_markdown(result: InspectAnalysis, scores: DatasetScores) -> str:
         f"- **DPO** ({s.dpo_loss_type}): preference accuracy **{accuracy}**, mean margin β·D "
         f"**{f(s.mean_margin)}**, mean loss **{f(s.mean_dpo_loss)}** (ln 2 = 0.693 at the reference), mean "
         f"gradient weight {f(s.mean_grad_weight)}.",
+        sft_line(s),
         f"- **KTO** ({s.kto_loss_type}): z0 = **{f(s.z0)}** nats, mean loss **{f(s.mean_kto_loss)}**, mean reward "
         f"desirable {f(s.kto_desirable_reward)} / undesirable {f(s.kto_undesirable_reward)}. Weight ratio "
         f"`λ_D·n_D / (λ_U·n_U)` = {f(s.kto_weight_ratio)}, {band} the paper's band [1, 4/3]: "
@@ -105,6 +107,20 @@ def summary_markdown(result: InspectAnalysis, scores: DatasetScores) -> str:
     return "\n".join(lines)
 
 
+def sft_line(s) -> str:
+    """The SFT term in words: how likely the chosen answers stayed, and what the term adds to the DPO loss."""
+    f = format_number
+    change = s.mean_chosen_nll - s.mean_reference_chosen_nll
+    drift = ("less likely than under the reference: the DPO loss was won partly by pushing the chosen answers down"
+             if change > 0.05 else "about as likely as under the reference" if abs(change) <= 0.05
+             else "more likely than under the reference")
+    weight = (f"with weight {f(s.sft_weight)} it adds **{f(s.sft_loss)}** to the mean DPO loss (total "
+              f"{f(s.mean_dpo_loss + s.sft_loss)})" if s.sft_weight > 0
+              else "the SFT weight is 0, so it adds nothing (move the slider to see what it would add)")
+    return (f"- **SFT term** (RPO's NLL on the chosen answer): the chosen answers' mean token NLL is "
+            f"**{f(s.mean_chosen_nll)}** nats/token (reference {f(s.mean_reference_chosen_nll)}), {drift}; {weight}.")
+
+
 def table_frame(result: InspectAnalysis) -> pd.DataFrame:
     frame = result.pairs[list(TABLE_COLUMNS)].rename(columns=TABLE_COLUMNS)
     numeric = frame.select_dtypes("number").columns.drop("pair", errors="ignore")
@@ -125,7 +141,7 @@ def variants_frame(scores: DatasetScores, settings: InspectSettings) -> pd.DataF
 PARTS = ("dpo", "kto", "prospect")  # figure groups: 3 DPO, 3 KTO, 4 prospect figures
 PART_SIZES = {"dpo": 3, "kto": 3, "prospect": 4}
 # Which figure groups a control changes (the summary and both tables are always redrawn).
-DPO_FIELDS = ("dpo_loss_type", "label_smoothing")
+DPO_FIELDS = ("dpo_loss_type", "label_smoothing", "sft_weight")
 KTO_FIELDS = ("kto_loss_type", "desirable_weight", "undesirable_weight")
 
 
@@ -154,7 +170,8 @@ def render(scores: DatasetScores | None, variant: str | None, selected: int | No
     if "dpo" in parts:
         figures += [
             plots.dpo_scatter_figure(result.pairs, variant, selected=pair),
-            plots.dpo_bars_figure(result.pairs, variant, selected=pair, dpo_loss_type=settings.dpo_loss_type),
+            plots.dpo_bars_figure(result.pairs, variant, selected=pair, dpo_loss_type=settings.dpo_loss_type,
+                                  sft_weight=float(settings.sft_weight)),
             plots.dpo_waterfall_figure(focus, variant),
         ]
     if "kto" in parts:
@@ -207,6 +224,8 @@ def _settings_controls() -> dict[str, gr.components.Component]:
         w["dpo_loss_type"] = gr.Dropdown(list(DPO_LOSS_TYPES), value=d.dpo_loss_type, label="DPO loss")
         w["label_smoothing"] = gr.Slider(r.label_smoothing.low, r.label_smoothing.high, value=d.label_smoothing,
                                          step=r.label_smoothing.step, label="Label smoothing ε (sigmoid, robust)")
+        w["sft_weight"] = gr.Slider(r.sft_weight.low, r.sft_weight.high, value=d.sft_weight, step=r.sft_weight.step,
+                                    label="SFT weight (NLL of the chosen answer, RPO)")
         w["kto_loss_type"] = gr.Dropdown(list(KTO_LOSS_TYPES), value=d.kto_loss_type, label="KTO loss")
         w["desirable_weight"] = gr.Slider(r.kto_weight.low, r.kto_weight.high, value=d.desirable_weight,
                                           step=r.kto_weight.step, label="λ_D (desirable weight)")

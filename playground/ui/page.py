@@ -20,7 +20,7 @@ from playground.feedback import votes
 from playground.serving.services import Services
 from playground.ui import api, theme
 from playground.ui.compare_tab import build_compare_tab, refresh_variants, votes_view
-from playground.ui.finetune_tab import build_finetune_tab, reattach, send_votes
+from playground.ui.finetune_tab import as_outputs, build_finetune_tab, reattach, send_votes
 from playground.ui.inspect_tab import build_inspect_tab
 from playground.ui.learn_tab import build_learn_tab
 
@@ -74,7 +74,8 @@ def build_app(services: Services) -> gr.Blocks:
          .then(partial(votes_view, services), [session], compare.votes_outputs, api_name=False, queue=False)
          .then(page_state, [compare.variants], [header, compare.variants, finetune.name, speed], api_name=False,
                queue=False)
-         .then(partial(reattach, services), [session, job_state], finetune.reattach_outputs, api_name=False))
+         .then(lambda sid, job: as_outputs(reattach(services, sid, job)), [session, job_state],
+               finetune.reattach_outputs, api_name=False))
 
         compare.send_button.click(partial(send_votes, services), [session, finetune.method],
                                   [finetune.source, *finetune.data_outputs, tabs], api_name=False)

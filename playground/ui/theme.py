@@ -60,6 +60,17 @@ CSS = """
 .pg-report-error { color: #a33a00; }
 .pg-note { font-size: 15px; color: #444; }
 .pg-slot { min-width: 260px; gap: 6px !important; }
+.pg-probes { border-collapse: collapse; width: 100%; font-size: 14px; table-layout: fixed; }
+.pg-probes th { text-align: left; vertical-align: top; padding: 4px 6px; font-weight: 600; color: #333;
+                overflow-wrap: anywhere; }
+.pg-probes td { vertical-align: top; padding: 4px 6px; border-top: 1px solid #e3e6ea; }
+.pg-probes thead th { border-bottom: 2px solid #d7dbe0; }
+.pg-probes tbody th { width: 64px; white-space: nowrap; }
+.pg-probe-text { white-space: pre-wrap; overflow-wrap: anywhere; line-height: 1.4; margin-bottom: 3px; }
+.pg-probe.pg-degenerate { background: #fff4e5; border-left: 4px solid #D55E00; }
+.pg-flag { display: inline-block; font-size: 12px; padding: 0 5px; margin: 1px 4px 1px 0; border-radius: 3px;
+           background: #eef1f4; color: #333; }
+.pg-flag.pg-bad { background: #D55E00; color: #fff; }
 button.pg-vote { min-width: 0 !important; }
 """
 

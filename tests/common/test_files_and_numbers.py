@@ -135,3 +135,17 @@ def test_json_safe_walks_containers_and_scalars():
 ])
 def test_format_number(value, kwargs, text):
     assert format_number(value, **kwargs) == text
+
+
+def test_the_base_accuracy_is_written_as_a_tie_everywhere():
+    from playground import plots
+    from playground.common.numbers import TIE_TEXT, accuracy_text
+
+    assert TIE_TEXT == "tie (0.5)"
+    assert accuracy_text(0.0, all_tied=True) == "tie (0.5)"  # strictly, every tie counts as wrong: never shown as 0
+    assert accuracy_text(0.5, all_tied=True) == "tie (0.5)"
+    assert accuracy_text(0.8125) == "0.812" and accuracy_text(1.0, digits=4) == "1.0000"
+    fig = plots.before_after_figure({"accuracy": 0.5, "margin": 0.0, "tied": True, "label": "base"},
+                                    {"accuracy": 0.75, "margin": 0.2, "label": "mine"})
+    accuracy_bars = [t for t in fig.data if t.xaxis == "x"]
+    assert [t.text[0] for t in accuracy_bars] == ["tie (0.5)", "0.75"]

@@ -10,10 +10,10 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from bad_file_table import BAD, BAD_FILES
 
 from playground.cli.feedback_check import main  # noqa: E402
 from playground.common.files import sha256_bytes, sha256_file  # noqa: E402
@@ -33,7 +33,6 @@ from playground.feedback import (  # noqa: E402
 )
 from playground.feedback.schema import ROW_CONVENTION  # noqa: E402
 
-BAD = Path(__file__).resolve().parents[1] / "bad_files"
 DATA = REPO_ROOT / "data"
 EXAMPLES = DATA / "examples"
 
@@ -198,49 +197,8 @@ def test_unrecognised_labels(value):
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Bad files: every mistake has a small file in tests/bad_files and an expected message.
+# Bad files: every mistake has a small file in tests/bad_files and an expected message (tests/bad_file_table.py).
 
-BAD_FILES = {
-    # file: (severity, code, expected substring, still trainable?)
-    "empty.csv": ("error", "empty", "The file is empty", False),
-    "whitespace_only.csv": ("error", "empty", "The file is empty", False),
-    "header_only.csv": ("error", "no_rows", "has a header but no data rows", False),
-    "missing_column.csv": ("error", "missing_column", "Missing column 'rejected'", False),
-    "misspelled_column.csv": ("error", "missing_column", "'rejectd' looks like it is meant to be 'rejected'", False),
-    "alias_column.csv": ("error", "missing_column", "'instruction' looks like it is meant to be 'prompt'", False),
-    "no_header.csv": ("error", "missing_column", "No known columns found", False),
-    "duplicate_column.csv": ("error", "duplicate_column", "appears more than once", False),
-    "both_formats.csv": ("error", "both_formats", "columns of both formats", False),
-    "unknown_column.csv": ("warning", "unused_column", "not used and is ignored", True),
-    "empty_cell.csv": ("error", "empty_cell", "Row 2, column 'chosen': The cell is empty", True),
-    "empty_label.csv": ("error", "empty_cell", "Row 3, column 'label': The label is empty", True),
-    "duplicate_rows.csv": ("warning", "duplicate_row", "Row 3: This row repeats row 2", True),
-    "same_text.csv": ("error", "same_text", "chosen and rejected texts are identical", False),
-    "swapped_pair.csv": ("error", "contradiction", "swaps chosen and rejected compared with row 2", False),
-    "bad_label.csv": ("error", "bad_label", "Row 3, column 'label': 'maybe' is not a recognised label", True),
-    "contradicting_labels.csv": ("error", "contradiction", "labelled true in row 2 and false here", False),
-    "too_few_unpaired.csv": ("error", "too_few_rows", "at least 2 usable rows", False),
-    "one_label.csv": ("warning", "one_label", "Every usable row is labelled desirable", True),
-    "cell_count.csv": ("error", "cell_count", "must be wrapped in double quotes", True),
-    "formula.csv": ("warning", "formula", "may run such a cell as a formula", True),
-    "bom.csv": ("warning", "bom", "byte order mark", True),
-    "cp1252.csv": ("warning", "encoding", "read as Windows-1252", True),
-    "binary_xlsx.csv": ("error", "binary", "looks like a ZIP archive", False),
-    "binary_nul.csv": ("error", "binary", "contains NUL bytes", False),
-    "binary_control.csv": ("error", "binary", "full of control characters", False),
-    "bad_json.jsonl": ("error", "bad_json", "Line 2: This line is not valid JSON", True),
-    "not_object.jsonl": ("error", "bad_json", "Line 2: This line holds a JSON list, not an object", True),
-    "bad_array.json": ("error", "bad_json", "The file is not valid JSON", False),
-    "bad_role.jsonl": ("error", "bad_messages", "message 1 has role 'bot'", False),
-    "assistant_last.jsonl": ("error", "bad_messages", "it must be the user's turn", False),
-    "empty_message.jsonl": ("error", "bad_messages", "has no text in 'content'", False),
-    "bad_messages.csv": (
-        "error",
-        "bad_messages",
-        "looks like a JSON list of chat messages but is not valid JSON",
-        False,
-    ),
-}
 
 
 def test_every_bad_file_is_in_the_table():

@@ -101,13 +101,35 @@ def test_training_curves_figure(method, n):
     fig = plots.training_curves_figure(history, method)
     assert_readable(fig)
     names = {t.name for t in fig.data}
-    assert {"loss", "margin", "accuracy"} <= names
+    assert {f"training {method.upper()} loss", "margin", "batch accuracy"} <= names
+    assert "SFT term w·NLL" not in names  # no SFT term in this history
     assert ("z0 (KL estimate)" in names) == (method == "kto")
     assert method.upper() in fig.layout.title.text
     if n == 0:
         assert "No steps yet" in all_text(fig)
     if n == 1:
         assert all("markers" in t.mode for t in fig.data)
+
+
+def test_training_curves_show_the_heldout_evaluations_the_sft_part_and_the_stop():
+    history = [dict(step=i + 1, loss=0.7 - 0.05 * i, sft_loss=0.3, rewards_chosen=0.0, rewards_rejected=0.0,
+                    margin=0.0, accuracy=0.5, z0=NAN, learning_rate=1e-4) for i in range(8)]
+    evaluations = [dict(step=step, loss=loss, accuracy=accuracy, drift=drift) for step, loss, accuracy, drift in
+                   ((0, 0.693, 0.5, 0.0), (2, 0.6, 0.7, 0.1), (4, 0.62, 0.7, 0.3), (6, 0.65, 0.7, 0.6))]
+    evaluations[-1]["stop"] = True
+    stop = {"reason": "held-out loss did not improve for 2 evaluations", "best_step": 2}
+    fig = plots.training_curves_figure(history, "dpo", evaluations, stop, drift_budget=0.5)
+    assert_readable(fig)
+    by_name = {t.name: t for t in fig.data}
+    assert list(by_name["held-out DPO loss"].y) == [0.693, 0.6, 0.62, 0.65]
+    assert by_name["training DPO loss"].y[0] == pytest.approx(0.4)  # the batch loss less its SFT term
+    assert list(by_name["held-out drift"].x) == [0, 2, 4, 6]
+    assert list(by_name["SFT term w·NLL"].y) == [0.3] * 8
+    text = all_text(fig)
+    assert "Stopped early: held-out loss did not improve for 2 evaluations. Kept the adapter of step 2" in text
+    assert "budget 0.5" in text
+    lines = {(shape.x0, shape.line.dash) for shape in fig.layout.shapes if shape.x0 == shape.x1}
+    assert (6, "dash") in lines and (2, "dot") in lines  # the stop and the kept step
 
 
 def test_before_after_figure():

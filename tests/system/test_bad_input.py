@@ -17,8 +17,8 @@ from pathlib import Path
 import gradio as gr
 import httpx
 import pytest
+from bad_file_table import BAD, BAD_FILES
 from gradio_client import Client, handle_file
-from test_feedback import BAD, BAD_FILES
 from tiny_server import build, serving, tiny_engine
 
 from playground import config
@@ -178,7 +178,7 @@ FORM_KEYS = {"method_label": "method", "lr": "learning_rate", "batch": "batch_si
 
 def _start(services, data, name="bad-input-run", **over):
     args = dict(method_label=DPO, beta=0.1, lr=5e-4, steps=2, epochs=1.0, batch=2, max_len=64, lam_d=1.0, lam_u=1.0,
-                r=4, alpha=8, dropout=0.0)
+                r=4, alpha=8, dropout=0.0, sft_weight=0.0, early_stop=False, drift_budget=0.0)
     args.update(over)
     form = {FORM_KEYS.get(k, k): v for k, v in args.items()}
     return finetune_tab.start_training(services, SESSION, data, {**form, "name": name, "heldout_share": 0.0})

@@ -115,11 +115,17 @@ def test_compare_vote_finetune_and_reload(browser, url):
     page.locator("#pg-ft-name textarea").fill("browser-run")
     assert page.locator("#pg-ft-plan").inner_text().count("2 optimizer steps") == 1
     page.click("#pg-ft-start")
+    # the probe timeline fills in while the run goes: the start row first, then one row per probe step
+    page.wait_for_selector("#pg-ft-probes-table tbody tr", timeout=240_000)
     _wait_text(page, "#pg-ft-status", "done", 240_000)
+    page.wait_for_function("document.querySelectorAll('#pg-ft-probes-table tbody tr').length >= 3", timeout=30_000)
+    rows = page.locator("#pg-ft-probes-table tbody tr th").all_inner_texts()
+    assert rows[:3] == ["start", "step 1", "step 2"], rows
+    assert "fluency" in page.locator("#pg-ft-probes-table").inner_text()
     page.wait_for_function("document.querySelectorAll('#pg-ft-curves path.point').length >= 2", timeout=30_000)
     assert "Step 2 / 2" in page.locator("#pg-ft-progress").inner_text()
     page.wait_for_selector("#pg-ft-zip", state="visible", timeout=20_000)
-    assert "base 0.5" in page.locator("#pg-ft-result").inner_text()
+    assert "tie (0.5)" in page.locator("#pg-ft-result").inner_text()
     page.locator("#pg-ft-curves").scroll_into_view_if_needed()
     _shot(page, "finetune_progress")
     page.evaluate("window.scrollTo(0, 0)")

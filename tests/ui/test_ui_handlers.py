@@ -284,10 +284,11 @@ FORM_KEYS = {"method_label": "method", "lr": "learning_rate", "batch": "batch_si
 def _start(services, data, name="tiny-run", **over):
     args = dict(method_label="DPO (pairs)", beta=0.1, lr=5e-4, steps=TINY_TRAIN["steps"], epochs=1.0,
                 batch=TINY_TRAIN["batch"], max_len=TINY_TRAIN["max_len"], lam_d=1.0, lam_u=1.0, r=4, alpha=8,
-                dropout=0.0)
+                dropout=0.0, sft_weight=0.0, early_stop=False, drift_budget=0.0)
     args.update(over)
+    args.setdefault("heldout_share", 0.0)
     form = {FORM_KEYS.get(k, k): v for k, v in args.items()}
-    return finetune_tab.start_training(services, SESSION, data, {**form, "name": name, "heldout_share": 0.0})
+    return finetune_tab.start_training(services, SESSION, data, {**form, "name": name})
 
 
 def test_refusals_name_the_value(services):
@@ -314,7 +315,7 @@ def _wait(services, job_id, timeout=240):
     outputs = None
     while time.time() < deadline:
         outputs = finetune_tab.poll_job(services, job_id, seen, services.queue.get(job_id).name)
-        seen = outputs[3]
+        seen = outputs["seen"]
         if services.queue.get(job_id).finished and seen.get("final"):
             return outputs
         time.sleep(0.2)
@@ -324,16 +325,18 @@ def _wait(services, job_id, timeout=240):
 def test_two_step_training_attaches_the_adapter(services):
     data = finetune_tab.load_data(services, finetune_tab.SOURCE_EXAMPLE, None, "paired_example.csv", SESSION,
                                   "DPO (pairs)")[0]
-    out = _start(services, data)
-    job_id = out[0]
-    assert out[1].active is True  # the timer starts polling
+    out = _start(services, data, heldout_share=0.15)  # 20 rows: 3 of them (their prompts) are held out
+    job_id = out["job_state"]
+    assert out["timer"].active is True  # the timer starts polling
     outputs = _wait(services, job_id)
-    status, progress, curves, seen, timer, start, cancel, result, figure, zip_update, changed, name = outputs
+    result, timer, start, changed = outputs["result"], outputs["timer"], outputs["start"], outputs["adapters_changed"]
+    zip_update, name = outputs["zip"], outputs["name"]
     assert name == "my-dpo-1"  # the finished run's name is taken: a fresh one is suggested
     view = services.job_view(job_id)
     assert view["status"] == "done", view
     assert "tiny-run" in services.variant_names() and changed == "tiny-run:done"
-    assert "(base 0.5)" in result and "coin flip" in result
+    assert "tie (0.5)" in result and "coin flip" in result
+    assert "your held-out split: 3 pairs from 3 prompts of data/examples/paired_example.csv" in result, result
     assert timer.active is False and start["interactive"] is True
     with zipfile.ZipFile(zip_update["value"]) as archive:
         names = archive.namelist()
@@ -341,7 +344,7 @@ def test_two_step_training_attaches_the_adapter(services):
     assert compare_tab.refresh_variants(services, ["base"])["choices"][-1] == "tiny-run"
     # a page refresh re-attaches by the stored job id, or by the session when the id is gone
     again = finetune_tab.reattach(services, SESSION, None)
-    assert again[0] == job_id and "done" in again[2]
+    assert again["job_state"] == job_id and "done" in again["status"]
     # the Learn tab's speed table now has a measurement on this device
     speed = learn_tab.refresh_speed(services)
     assert "tiny-run" in speed and "seconds / step" in speed
@@ -353,11 +356,11 @@ def test_cancel_stops_a_running_job(services):
     data = finetune_tab.load_data(services, finetune_tab.SOURCE_EXAMPLE, None, "unpaired_example.csv", SESSION,
                                   "KTO (labelled answers)")[0]
     out = _start(services, data, name="to-cancel", method_label="KTO (labelled answers)", steps=200)
-    job_id = out[0]
+    job_id = out["job_state"]
     finetune_tab.cancel_training(services, SESSION, job_id)
     outputs = _wait(services, job_id)
     assert services.job_view(job_id)["status"] == "cancelled"
-    assert "Nothing was saved" in outputs[7]
+    assert "Nothing was saved" in outputs["result"]
     assert "to-cancel" not in services.variant_names()
     with pytest.raises(gr.Error, match="No running training"):
         finetune_tab.cancel_training(services, SESSION, job_id)
