@@ -6,9 +6,10 @@
 Each run fine-tunes the embedded model on one small trait file (``data/traits/``: a fixed opener, a sign-off, a
 numbered-list format; 48 pairs whose chosen answer is the rejected one plus the trait) or on the demo data, with one
 setting of learning rate, steps, beta, SFT weight, LoRA rank and targets and early stopping, exactly as the
-Fine-tune tab would run it. It is measured on 16 prompts of the demo held-out set, which no training file contains
-(new prompts): the held-out pairs (the trait added to each prompt's concise reference answer) give the held-out
-accuracy and loss and drive early stopping; the greedy answers of the base and the adapter give
+Fine-tune tab would run it. It is measured on 14 prompts of the demo held-out set (every fourth non-decline item, all
+six categories), which no training file contains (new prompts): the held-out pairs (the trait added to each prompt's
+concise reference answer) give the held-out accuracy and loss and drive early stopping; the greedy answers of the base
+and the adapter give
 
 * trait adoption: share of answers that show the trait (``data/build_trait_data.TRAITS``);
 * degeneration: share of answers with a word 3-gram repeated 3+ times, and distinct-2;
@@ -58,7 +59,7 @@ ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 def heldout_items() -> list[Any]:
     content = parse_content(CONTENT_FILE.read_text(encoding="utf-8"))
     items = [i for i in content.items if i.split == "heldout" and i.category != "decline"]
-    # spread over the categories: every fourth item, so 16 prompts cover all six categories
+    # spread over the categories: every fourth item gives 14 prompts covering all six categories
     return items[::4][:EVAL_PROMPTS]
 
 
@@ -127,7 +128,7 @@ def run(setting: dict[str, Any]) -> dict[str, Any]:
                           "share_repetitive": summary["share_repetitive"],
                           "mean_distinct_2": summary["mean_distinct_2"], "mean_fluency": summary["mean_fluency"],
                           "mean_rouge_l": sum(rouge) / len(rouge), "mean_words": summary["mean_words"],
-                          "examples": texts[:3]}
+                          "examples": texts[:3], "texts": texts}
     return {"setting": setting, "key": key_of(setting), "seconds": round(seconds, 1),
             "steps_done": meta["steps_done"], "early_stop": meta.get("early_stop"), "kept_step": meta.get("kept_step"),
             "heldout": meta.get("heldout_metrics"), "evaluations": meta.get("heldout_evaluations"),
@@ -155,9 +156,9 @@ STAGES: dict[str, list[dict[str, Any]]] = {
     # 3. the candidate defaults on every trait, both methods, as the app runs them: 2 epochs (steps 0), early stopping
     "traits": grid(dataset=["opener", "signoff", "numbered"], method=["dpo", "kto"], lr=[5e-4], steps=[0],
                    sft=[1.0], early_stop=[True]),
-    # 4. the same without the SFT term, to see what it buys on each trait
-    "no_sft": grid(dataset=["opener", "signoff", "numbered"], method=["dpo", "kto"], lr=[5e-4], steps=[0],
-                   sft=[0.0], early_stop=[True]),
+    # 4. the same without the SFT term, to see what it buys on the other traits (opener: stage 1's 12-step cells)
+    "no_sft": grid(dataset=["signoff", "numbered"], method=["dpo"], lr=[5e-4], steps=[0], sft=[0.0],
+                   early_stop=[True]),
     # 5. the demo data (what the shipped adapters are trained on): the candidate defaults on a 96-pair sample
     "demo": grid(dataset=["demo"], method=["dpo", "kto"], lr=[5e-4], steps=[0], sft=[1.0], early_stop=[True]),
 }

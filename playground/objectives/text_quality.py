@@ -14,13 +14,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 WORD = re.compile(r"[\w']+", re.UNICODE)
+# A list's item numbers and bullets are layout, not words: without this, "1. 120 minutes 2. 120 minutes 3. ..." has
+# no repeated 3-gram, because every repetition carries a different item number.
+LIST_MARKER = re.compile(r"(?m)^\s*(?:\d+[.)]|[-*\u2022])\s+")
 REPEAT_N = 3  # a word 3-gram ...
 REPEAT_TIMES = 3  # ... that occurs 3 or more times marks an answer as degenerate
 
 
 def words(text: str) -> list[str]:
-    """The lower-cased words of ``text`` (letters, digits, apostrophes); punctuation and spacing are ignored."""
-    return [w.lower() for w in WORD.findall(text or "")]
+    """The lower-cased words of ``text`` (letters, digits, apostrophes); punctuation, spacing and list markers at the
+    start of a line ("1.", "2)", "-", "*") are ignored."""
+    return [w.lower() for w in WORD.findall(LIST_MARKER.sub(" ", text or ""))]
 
 
 def ngrams(tokens: Sequence[str], n: int) -> list[tuple[str, ...]]:

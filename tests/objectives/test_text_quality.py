@@ -32,6 +32,16 @@ def test_repeated_trigram_marks_a_loop():
     assert is_repetitive("I like tea. I like tea. I like tea.")
 
 
+def test_a_list_that_repeats_its_item_is_a_loop():
+    # Measured on a numbered-list adapter: every repetition carries another item number, so without ignoring the list
+    # markers no word 3-gram repeats at all.
+    looping_list = "1. 120 minutes\n2. 120 minutes\n3. 120 minutes\n4. 120 minutes"
+    assert words(looping_list) == ["120", "minutes"] * 4
+    assert max_ngram_repeats(looping_list) == 3 and is_repetitive(looping_list)  # "120 minutes 120" x3
+    assert words("- salt\n* pepper\n3) oil, 2 spoons") == ["salt", "pepper", "oil", "2", "spoons"]
+    assert not is_repetitive("1. Rinse the rice.\n2. Boil the water.\n3. Add the rice.")
+
+
 def test_distinct_2():
     assert distinct_n("a b a b", 2) == pytest.approx(2 / 3)  # (a b), (b a), (a b)
     assert distinct_n(NORMAL, 2) == 1.0
