@@ -17,6 +17,7 @@ import pandas as pd
 from playground import config
 from playground.common.files import sha256_bytes
 from playground.config import INSPECT, SCORING
+from playground.engine import templating
 from playground.feedback import read_heldout_pairs, unpaired_to_paired
 from playground.feedback.schema import cell_text
 from playground.objectives.kto import mismatched_pairs
@@ -43,11 +44,7 @@ def _prompt_value(value: Any) -> str | list[dict[str, str]]:
 
 def prompt_text(prompt: Any) -> str:
     """A one-line rendering of a prompt for tables: the last user message of a chat, else the text."""
-    prompt = _prompt_value(prompt)
-    if isinstance(prompt, list):
-        users = [m["content"] for m in prompt if m.get("role") == "user"] or [m["content"] for m in prompt]
-        return users[-1] if users else ""
-    return prompt
+    return templating.prompt_text(_prompt_value(prompt))
 
 
 def snippet(text: Any, limit: int = INSPECT.snippet_chars) -> str:

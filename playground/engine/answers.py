@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from playground import config
 from playground.engine.generation import greedy_answers
 from playground.engine.scoring import score
-from playground.engine.templating import Prompt
+from playground.engine.templating import Prompt, prompt_text
 from playground.objectives.task_metrics import rouge_l_scores
 from playground.objectives.text_quality import QualitySummary, answer_quality, quality_summary
 
@@ -116,7 +116,7 @@ def engine_answers_report(engine: Engine, prompts: Sequence[Prompt], references:
 
     answers = batched_greedy_answers(engine, list(prompts), list(variants), max_new_tokens)
     base = engine.adapter_names_for([config.BASE_VARIANT])[0] if engine.adapters else None
-    report = AnswersReport([_prompt_text(p) for p in prompts], list(references))
+    report = AnswersReport([prompt_text(p) for p in prompts], list(references))
     for name in variants:
         with engine.lock:
             fluency = base_fluency(engine.model, engine.tokenizer, prompts, answers[name], base_adapter=base)
@@ -138,14 +138,8 @@ def training_answers_report(model, tokenizer, prompts: Sequence[Prompt], referen
         tuned_texts = greedy_answers(model, tokenizer, prompts, max_new_tokens, device=device)
     with model.disable_adapter(), context():
         base_of_tuned = base_fluency(model, tokenizer, prompts, tuned_texts)
-    report = AnswersReport([_prompt_text(p) for p in prompts], list(references))
+    report = AnswersReport([prompt_text(p) for p in prompts], list(references))
     report.sets[config.BASE_VARIANT] = answer_set(base_texts, base_of_base, references, trait)
     report.sets[adapter_label] = answer_set(tuned_texts, base_of_tuned, references, trait)
     return report
 
-
-def _prompt_text(prompt: Prompt) -> str:
-    if isinstance(prompt, str):
-        return prompt
-    users = [m["content"] for m in prompt if m.get("role") == "user"]
-    return users[-1] if users else ""

@@ -12,6 +12,15 @@ from dataclasses import dataclass
 Prompt = str | list[dict[str, str]]
 
 
+def prompt_text(prompt: Prompt) -> str:
+    """A one-line rendering of a prompt for tables: the last user message of a chat (else its last message), or the
+    text itself."""
+    if isinstance(prompt, str):
+        return prompt
+    users = [m["content"] for m in prompt if m.get("role") == "user"] or [m["content"] for m in prompt]
+    return users[-1] if users else ""
+
+
 def build_messages(prompt: Prompt, system: str | None = None) -> list[dict[str, str]]:
     """Chat messages for ``prompt`` (plain text or a list of messages), with an optional system message first."""
     if isinstance(prompt, str):

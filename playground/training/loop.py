@@ -178,8 +178,9 @@ def train(base_model, tokenizer, train_frame: pd.DataFrame, train_config: config
         phase("Measuring the held-out split and the probe answers before training")
         watch.start()
         phase("Training")
-        optimise_started, watched_before = time.perf_counter(), sum(watch.seconds.values())
+        watched_before = sum(watch.seconds.values())
         history, cancelled, training_seconds = _optimise(inputs, reference, batches, device, callback, cancel, watch)
+        step_seconds = training_seconds - (sum(watch.seconds.values()) - watched_before)  # watching has its own
         kept = watch.keep_best(len(history)) if not cancelled else None
     model.eval()
     meta_extra = {**(extra_meta or {}), **_watch_record(watch, kept)}
@@ -187,8 +188,7 @@ def train(base_model, tokenizer, train_frame: pd.DataFrame, train_config: config
     if not cancelled:
         measured = watch.final_metrics(kept) if kept is not None or len(history) in watch.eval_at else None
         meta_extra.update(_after_run(model, tokenizer, heldout_frame, train_config, device, phase, measured))
-    meta_extra["seconds"] = _seconds(watch, reference_seconds, after_started - optimise_started - (
-        sum(watch.seconds.values()) - watched_before), after_started, run_started)
+    meta_extra["seconds"] = _seconds(watch, reference_seconds, step_seconds, after_started, run_started)
     meta = run_metadata(train_config, data, history, total_steps, training_seconds,
                         meta_extra.pop("heldout_metrics", {}), device, base_model, meta_extra)
     saved = None

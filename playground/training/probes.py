@@ -15,7 +15,7 @@ from typing import Any
 from playground import config
 from playground.engine.answers import base_fluency
 from playground.engine.generation import greedy_answers
-from playground.engine.templating import Prompt
+from playground.engine.templating import Prompt, prompt_text
 from playground.objectives.text_quality import answer_quality
 
 
@@ -45,10 +45,16 @@ def degeneration(repetitive: bool, fluency: float, start: ProbeAnswer | None,
         return ""
     if repetitive and not start.repetitive:
         return "repeats a phrase"
-    if (math.isfinite(fluency) and fluency < settings.fluency_floor
-            and fluency < start.fluency - settings.fluency_drop):
+    if reads_far_worse(fluency, start.fluency, settings):
         return "reads far less fluently than the base"
     return ""
+
+
+def reads_far_worse(fluency: float | None, base: float | None, settings: config.ProbeSettings) -> bool:
+    """Below the fluency floor AND a full ``fluency_drop`` below the base's: a trait the base never writes lowers
+    fluency a little by itself, so neither condition alone marks an answer as degenerate."""
+    return (fluency is not None and base is not None and math.isfinite(fluency)
+            and fluency < settings.fluency_floor and fluency < base - settings.fluency_drop)
 
 
 def probe_steps(total_steps: int, points: int) -> list[int]:
@@ -64,9 +70,7 @@ def answers_degeneration(base: dict[str, Any], tuned: dict[str, Any],
     the adapter's answers degenerated against the base's, or "" when they did not."""
     if tuned["share_repetitive"] > base["share_repetitive"]:
         return "more of its answers repeat a phrase than the base's"
-    fluency, base_fluency_ = tuned.get("mean_fluency"), base.get("mean_fluency")
-    if fluency is not None and base_fluency_ is not None and math.isfinite(fluency) and (
-            fluency < settings.fluency_floor and fluency < base_fluency_ - settings.fluency_drop):
+    if reads_far_worse(tuned.get("mean_fluency"), base.get("mean_fluency"), settings):
         return "its answers read far less fluently than the base's"
     return ""
 
@@ -84,7 +88,7 @@ def run_probes(model, tokenizer, prompts: list[Prompt], step: int, *, max_new_to
     for i, (prompt, text, value) in enumerate(zip(prompts, texts, fluency)):
         quality = answer_quality(text)
         baseline = start[i] if start and i < len(start) else None
-        answers.append(ProbeAnswer(step, i, prompt if isinstance(prompt, str) else prompt[-1]["content"], text,
+        answers.append(ProbeAnswer(step, i, prompt_text(prompt), text,
                                    quality.words, quality.repetitive, quality.distinct_2, value,
                                    degeneration(quality.repetitive, value, baseline)))
     return answers
@@ -113,7 +117,8 @@ def default_probe_prompts(heldout: Any, train_frame: Any, count: int = config.TR
     """The first prompts of the held-out rows (else of the training rows), distinct, at most ``count``."""
     for frame in (heldout, train_frame):
         if frame is not None and len(frame):
-            prompts = list(dict.fromkeys(p if isinstance(p, str) else repr(p) for p in frame["prompt"]))
-            originals = {(p if isinstance(p, str) else repr(p)): p for p in frame["prompt"]}
-            return [originals[p] for p in prompts[:count]]
+            distinct: dict[str, Prompt] = {}  # chats are lists (unhashable): keyed by their repr, first one kept
+            for prompt in frame["prompt"]:
+                distinct.setdefault(prompt if isinstance(prompt, str) else repr(prompt), prompt)
+            return list(distinct.values())[:count]
     return []
