@@ -59,21 +59,23 @@ class AnswersReport:
     def summaries(self) -> dict[str, dict[str, float]]:
         return {name: answers.summary() for name, answers in self.sets.items()}
 
-    def rows(self) -> list[dict[str, Any]]:
-        """One row per prompt and variant: the answer and its measures (for the before/after table)."""
-        rows = []
-        for i, prompt in enumerate(self.prompts):
-            for name, answers in self.sets.items():
-                quality = answer_quality(answers.texts[i])
-                rows.append({"prompt": prompt, "variant": name, "answer": answers.texts[i], "words": quality.words,
-                             "repetitive": quality.repetitive, "distinct_2": quality.distinct_2,
-                             "fluency": answers.fluency[i], "rouge_l": answers.rouge_l[i],
-                             **({"trait": answers.trait[i]} if answers.trait is not None else {})})
-        return rows
-
     def to_json(self) -> dict[str, Any]:
         return {"prompts": self.prompts, "references": self.references, "summaries": self.summaries(),
                 "sets": {name: asdict(answers) for name, answers in self.sets.items()}}
+
+
+def answer_rows(report: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """One row per prompt and variant of an ``AnswersReport.to_json()`` record (what meta.json and a job carry): the
+    answer and its measures, for the before/after table."""
+    sets, prompts = (report or {}).get("sets") or {}, (report or {}).get("prompts") or []
+    rows = []
+    for i, prompt in enumerate(prompts):
+        for name, answers in sets.items():
+            quality = answer_quality(answers["texts"][i])
+            rows.append({"prompt": prompt, "variant": name, "answer": answers["texts"][i], "words": quality.words,
+                         "repetitive": quality.repetitive, "distinct_2": quality.distinct_2,
+                         "fluency": answers["fluency"][i], "rouge_l": answers["rouge_l"][i]})
+    return rows
 
 
 def _mean(values: Sequence[float]) -> float:

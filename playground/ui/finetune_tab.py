@@ -21,9 +21,9 @@ import pandas as pd
 
 from playground import config, feedback, plots
 from playground.common.numbers import TIE_TEXT, finite_or_none, format_number
+from playground.engine.answers import answer_rows
 from playground.feedback import frame_for_method, label_counts, votes
 from playground.objectives.kto import kto_weight_advice
-from playground.objectives.text_quality import answer_quality
 from playground.serving import hub
 from playground.serving.services import Services
 from playground.serving.settings import ServiceInputError, train_config_from
@@ -231,16 +231,8 @@ ANSWER_COLUMNS = {"prompt": "prompt", "variant": "variant", "answer": "answer", 
 
 def answers_frame(report: dict | None) -> pd.DataFrame:
     """The before/after table: base and adapter answers to the held-out prompts, with their measures."""
-    sets, prompts = (report or {}).get("sets") or {}, (report or {}).get("prompts") or []
-    rows = []
-    for i, prompt in enumerate(prompts):
-        for name, answers in sets.items():
-            text = answers["texts"][i]
-            quality = answer_quality(text)
-            rows.append({"prompt": prompt, "variant": name, "answer": text, "words": quality.words,
-                         "repetitive": "yes" if quality.repetitive else "no",
-                         "distinct_2": _rounded(quality.distinct_2),
-                         "fluency": _rounded(answers["fluency"][i]), "rouge_l": _rounded(answers["rouge_l"][i])})
+    rows = [{**row, "repetitive": "yes" if row["repetitive"] else "no",
+             **{k: _rounded(row[k]) for k in ("distinct_2", "fluency", "rouge_l")}} for row in answer_rows(report)]
     return pd.DataFrame(rows, columns=list(ANSWER_COLUMNS)).rename(columns=ANSWER_COLUMNS)
 
 
