@@ -17,8 +17,8 @@ def test_rouge_to_references_is_nan_where_there_is_no_reference():
 def test_answer_rows_one_row_per_prompt_and_variant_with_its_measures():
     record = {"prompts": ["How do I boil an egg?"],
               "sets": {"base": {"texts": ["Boil it for nine minutes."], "fluency": [-1.2], "rouge_l": [0.5]},
-                       "adapter": {"texts": ["Quick answer: Quick answer: Quick answer: Quick answer:"], "fluency": [-2.0],
-                                   "rouge_l": [0.1]}}}
+                       "adapter": {"texts": ["Quick answer: Quick answer: Quick answer: Quick answer:"],
+                                   "fluency": [-2.0], "rouge_l": [0.1]}}}
     rows = answer_rows(record)
     assert [(r["variant"], r["words"], r["repetitive"]) for r in rows] == [("base", 5, False), ("adapter", 8, True)]
     assert rows[1]["distinct_2"] == pytest.approx(2 / 7)  # (quick answer) x4, (answer quick) x3
