@@ -3,7 +3,8 @@
     python bench/bench_inspect.py                 # the real base model with the shipped adapters (base, dpo, kto)
     python bench/bench_inspect.py --tiny          # a tiny random Llama with two random adapters (checks the script)
 
-Writes JSON to --out (default bench/results/inspect.json): the scoring time in seconds (cold: an empty cache), the
+Writes JSON to --out (default bench/results/inspect.json): the scoring time in seconds (cold: an empty cache; on the
+padded path and on the packed path, interleaved, with their ratio and largest difference in summed log-probs), the
 time of a second Score click (cache hit), and redraw times in milliseconds (median of --repeats): ``analyse`` alone,
 the ten figures, and the whole redraw handler (``inspect_tab.render``: analyse + every variant's summary + figures).
 """
@@ -111,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="*", default=["base", "dpo", "kto"])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--limit", type=int, default=0, help="score only the first N pairs (0: all)")
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds of padded and packed cold scoring")
     args = parser.parse_args(argv)
 
     load_start = time.perf_counter()
@@ -121,10 +123,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit:
         pairs = pairs.head(args.limit)
 
+    # cold scoring on the padded path (one row per sequence, as before the packed path) and on the packed,
+    # prompt-sharing path with per-token adapters (the default), interleaved for --rounds rounds
+    from playground.engine import packed
+
+    supported = packed.packed_logps_supported
+    cold: dict[str, list[float]] = {"padded": [], "packed": []}
+    padded_scores = None
+    for _ in range(args.rounds):
+        for path in ("padded", "packed"):
+            packed.packed_logps_supported = supported if path == "packed" else (lambda model: False)
+            try:
+                start = time.perf_counter()
+                got = score_dataset(engine, pairs, variants, cache=InspectCache())
+                cold[path].append(time.perf_counter() - start)
+            finally:
+                packed.packed_logps_supported = supported
+            if path == "padded":
+                padded_scores = got
     cache = InspectCache()
     start = time.perf_counter()
     scores = score_dataset(engine, pairs, variants, cache=cache)
-    cold_s = time.perf_counter() - start
+    cold_s = statistics.median(cold["packed"])
+    agreement = max(float(abs(scores.side(v).chosen_sum - padded_scores.side(v).chosen_sum).max()) for v in variants)
     start = time.perf_counter()
     score_dataset(engine, pairs, variants, cache=cache)
     warm_ms = (time.perf_counter() - start) * 1000
@@ -160,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         "model_load_s": round(load_s, 2),
         "score_cold_s": round(cold_s, 3),
         "score_cold_sequences_per_s": round(sequences / cold_s, 2) if cold_s > 0 else None,
+        "score_cold_padded_s": round(statistics.median(cold["padded"]), 3),
+        "padded_over_packed": round(statistics.median(cold["padded"]) / cold_s, 2),
+        "max_abs_difference_packed_vs_padded": agreement,
         "score_cached_ms": round(warm_ms, 2),
         "redraw_repeats": args.repeats,
         **{k: (round(v, 2) if v is not None else None) for k, v in redraw.items()},

@@ -55,6 +55,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import common  # noqa: E402
+from playground.engine import threads  # noqa: E402
 from playground.engine.base_model import load_base_model  # noqa: E402
 from playground.engine.device import pick_device  # noqa: E402
 from playground.feedback import read_feedback  # noqa: E402
@@ -391,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:  # noqa: BLE001
         pass
     if args.threads:
-        torch.set_num_threads(args.threads)
+        threads.limit(args.threads)
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device here")

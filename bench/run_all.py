@@ -30,6 +30,8 @@ BENCHES = [
     ("generation", "bench.bench_generation", "generation.json", True, True),
     ("memory", "bench.bench_memory", "memory.json", True, False),
     ("startup", "bench.bench_startup", "startup.json", True, False),
+    ("threads", "bench.bench_threads", "threads.json", True, False),
+    ("precision", "bench.bench_precision", "precision.json", True, True),
 ]
 # Optional extra training runs rendered under the main one when their JSON exists (written by hand, e.g.
 # `.venv/bin/python -m bench.bench_train --threads 2 --out bench/results/train_threads2.json`).
@@ -216,30 +218,80 @@ def render_train_extra(data: dict[str, Any], title: str) -> list[str]:
 
 def render_generation(data: dict[str, Any]) -> list[str]:
     s, r, med = data["settings"], data["ratios"], data["median_seconds"]
-    lines = ["## Side-by-side generation (Base + DPO + KTO in one batch)", "",
-             f"{s['new_tokens']} new tokens, greedy, min_new_tokens = max_new_tokens, prompt of {s['prompt_tokens']}"
-             f" tokens, {s['repeats']} interleaved rounds, {s['device_choice']}; adapters: {s['adapters']}.", ""]
+    met = data.get("targets_met", {})
+    n = s["new_tokens"]
+
+    def target(key: str) -> str:
+        return f" (target <= {data['targets'][key]}: {'met' if met.get(key) else 'NOT met'})"
+
+    lines = ["## Side-by-side generation (variants in one batch) and many users", "",
+             f"{n} new tokens, greedy, end-of-sequence suppressed for {n} steps, prompts of {s['prompt_tokens']}"
+             f" tokens, {s['repeats']} interleaved rounds, {s['device_choice']}; adapters: {s['adapters']}; "
+             f"batching window {s['batching']['window_s']} s, at most {s['batching']['max_rows']} rows.", ""]
     lines += _table(["comparison", "ratio of median wall times"], [
-        ["batched3 (base+dpo+kto, one pass) / single (plain base, one row)",
-         _x(r["batched3_over_single"]) + f" (target <= 1.3: {'met' if data['target_met'] else 'NOT met'})"],
-        ["engine_base (one row through the PEFT-wrapped engine) / single", _x(r["engine_base_over_single"])],
-        ["sequential3 (three generations in a row) / batched3", _x(r["sequential3_over_batched3"])],
-        ["sequential3 / single", _x(r["sequential3_over_single"])],
+        ["batched3 (base+dpo+kto, batch decoder + stacked LoRA) / single (plain base, one row)",
+         _x(r["batched3_over_single"]) + target("batched3_over_single")],
+        ["batched8 (base + 7 adapters) / single", _x(r["batched8_over_single"]) + target("batched8_over_single")],
+        ["concurrent4 (four 3-way requests at once, decoder thread) / alone3 (one of them alone)",
+         _x(r["concurrent4_over_alone3"]) + target("concurrent4_over_alone3")],
+        ["peft3 (the same three rows through generate + PEFT's adapter_names) / batched3",
+         _x(r["peft3_over_batched3"])],
+        ["peft3 / single", _x(r["peft3_over_single"])],
+        ["alone3 (through the decoder thread) / batched3 (direct)", _x(r["alone3_over_batched3"])],
     ])
     lines += ["", "Median seconds: " + ", ".join(f"{k} {_n(v)}" for k, v in med.items())
               + f" (stream3 is the app's streaming path; its rows stop at EOS: {data.get('stream3_tokens')} tokens).",
+              "Tokens per second: " + ", ".join(f"{k} {_n(v, 1)}" for k, v in data["tokens_per_s"].items()) + ".",
               ""]
-    if not data["target_met"]:
-        n = s["new_tokens"]
-        lines += [f"What stands in the way: per decode step the plain model takes {1000 * med['single'] / n:.0f} ms "
-                  f"and the mixed batch {1000 * med['batched3'] / n:.0f} ms. A decode step of a 135M model reads all "
-                  "weights once whatever the batch, so three rows should cost about one; the extra is PEFT's "
-                  "`adapter_names` path, which in each of the 210 LoRA layers loops over the adapters present "
-                  "(select the rows, two small matmuls, scale, add back): thousands of tiny ops per token. One row "
-                  "through the wrapper on `__base__` alone costs "
-                  f"{_x(r['engine_base_over_single'])} the plain model, so attaching adapters is not the cost; "
-                  "mixing them is. A batched LoRA (per-row stacked A/B, one bmm pair per layer) in the generation "
-                  "path should remove most of it (not measured here).", ""]
+    if not data.get("target_met"):
+        lines += [
+            f"What stands in the way: per decode step the plain model takes {1000 * med['single'] / n:.0f} ms for "
+            f"one row and the batch decoder {1000 * med['batched3'] / n:.0f} ms for three. The stacked LoRA "
+            "removed PEFT's per-adapter loop (peft3 / batched3 above); what remains is mostly the base model "
+            "itself: on this CPU, MKL's fp32 GEMM for 2-12 rows costs several times its matrix-vector product for "
+            "one row (a 1536x576 layer: 0.10 ms for 1 row, 0.47 ms for 3, 0.52 ms for 12, one thread), so three "
+            "rows of the plain model without any adapter cost about 1.9x one row. Weights pre-packed for oneDNN "
+            "(`torch.ops.mkldnn._reorder_linear_weight` + `_linear_pointwise`) brought three plain rows to 1.2x "
+            "one row in a trial (0.18 ms for the same layer and 3 rows), but keep a second copy of every weight "
+            "(+540 MB) and change logits by up to 2e-4; not adopted (see the closing note of issue 12).", ""]
+    return lines
+
+
+def render_precision(data: dict[str, Any]) -> list[str]:
+    s, med, speed, quality = data["settings"], data["median_seconds"], data["speedup_over_float32"], data["quality"]
+    lines = ["## Decode precision (base weights for generation)", "",
+             f"{s['new_tokens']} greedy tokens (end-of-sequence suppressed), {s['repeats']} interleaved rounds, "
+             f"{s['torch_threads']} torch thread(s), CPU bf16 support: {s['cpu_bf16']}; answers compared on the "
+             f"first {s['prompts']} held-out prompts. Adopted only if the answers are identical or every token's "
+             f"log-prob is within {s['tolerance_nats']} nats, and 1 row decodes at least 5% faster.", ""]
+    rows = []
+    for name in speed:
+        q = quality[name]
+        rows.append([name, _n(med[f"{name}_1row"]), _n(med[f"{name}_3row"]), _x(speed[name]["1"]),
+                     _x(speed[name]["3"]), f"{q['identical_answers']}/{q['prompts']}",
+                     _n(q["max_token_logp_difference"], 4),
+                     "(served)" if name == "float32" else ("adopt" if data["adopt"].get(name) else "not adopted")])
+    lines += _table(["weights", "1 row s", "3 rows s", "speed-up 1 row", "speed-up 3 rows", "identical answers",
+                     "max abs token log-prob difference", "verdict"], rows)
+    lines.append("")
+    return lines
+
+
+def render_threads(data: dict[str, Any]) -> list[str]:
+    s, med, slow = data["settings"], data["median_seconds"], data["slowdown_together_over_alone"]
+    lines = ["## Thread policy (a training and a generation at once)", "",
+             f"{s['cores']} cores; training = LoRA forward + backward of batch 8 x 128 tokens; generation = one "
+             f"3-way request of {s['new_tokens']} tokens through the decoder thread; {s['repeats']} interleaved "
+             f"rounds. Default policy: `{s['default_policy']}` (`config.THREADS`).", ""]
+    rows = []
+    for policy in s["policies"]:
+        m = med[policy]
+        rows.append([policy, _n(m["step_alone"]), _n(m["step_together"]), _x(slow[policy]["training"]),
+                     _n(m["generation_alone"]), _n(m["generation_together"]), _x(slow[policy]["generation"])])
+    lines += _table(["policy", "step alone s", "step during generation s", "training slowdown",
+                     "generation alone s", "generation during training s", "generation slowdown"], rows)
+    lines += ["", "torch: torch's default (every thread asks for every core); one: one thread per role; share: "
+              "the cores split between the roles running at that moment (a role alone gets all).", ""]
     return lines
 
 
@@ -319,8 +371,9 @@ def render() -> str:
               "- Ratios compare contenders measured in the same process run, interleaved round by round; a ratio "
               "above 1 favours this project's code.", ""]
     renderers = {"train": render_train, "generation": render_generation, "memory": render_memory,
-                 "startup": render_startup, "math": render_math}
-    order = ["train", "generation", "memory", "startup", "math"]
+                 "startup": render_startup, "math": render_math, "threads": render_threads,
+                 "precision": render_precision}
+    order = ["train", "generation", "threads", "precision", "memory", "startup", "math"]
     for name, _module, _file, _q, _t in sorted(BENCHES, key=lambda b: order.index(b[0]) if b[0] in order else 99):
         data = loaded.get(name)
         state = status.get(name, {})

@@ -42,6 +42,7 @@ from build_demo_data import CONTENT_FILE, parse_content  # noqa: E402
 from build_trait_data import TRAITS  # noqa: E402
 
 from playground import config  # noqa: E402
+from playground.engine import threads  # noqa: E402
 from playground.engine.answers import rouge_to_references  # noqa: E402
 from playground.engine.base_model import load_base_model, resolve_base_model  # noqa: E402
 from playground.engine.device import pick_device  # noqa: E402
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="print the tables of every recorded run and write them into docs/DEFAULTS.md")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    threads.limit(args.threads)
     for stage in args.stage:
         run_stage(stage, args.force)
     if args.render:

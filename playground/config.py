@@ -54,7 +54,8 @@ class GenerationConfig:
 @dataclass(frozen=True)
 class ScoringConfig:
     max_length: int = 512  # prompt + response tokens; longer pairs are truncated (response end first)
-    batch_size: int = 8  # sequences per forward pass when scoring a data set
+    batch_size: int = 8  # sequences per forward pass when scoring a data set (padded path)
+    packed_tokens: int = 2048  # tokens per packed, padding-free forward when scoring a data set (fast path)
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,24 @@ class InspectLimits:
 
 
 @dataclass(frozen=True)
+class BatchingConfig:
+    window_s: float = 0.015  # a request waits this long for others to share its decode batch (when idle)
+    max_rows: int = 32  # rows (prompt x variant) decoded together; more wait for the next batch
+    join_running: bool = True  # requests arriving mid-batch join it at the next decode step (else the next batch)
+
+
+@dataclass(frozen=True)
+class ThreadPolicy:
+    # share: the cores are split between generation, training and scoring running at once | one: 1 thread each |
+    # torch: torch's default (every thread asks for every core; spin-waits when two overlap on a small machine)
+    policy: str = "share"
+    max_threads: int = 0  # cores to share; 0 = the cores this process may use
+    # most threads a decode batch uses under "share": its steps are many small ops, for which a second thread cost
+    # more than it gave on a 2-core box (3 rows x 32 tokens: 9.9 s with 1 thread, 13.3 s with 2; BENCHMARKS.md)
+    generation_threads: int = 1
+
+
+@dataclass(frozen=True)
 class ZeroGpuSeconds:
     """Seconds a ZeroGPU Space holds a GPU per call (``spaces.GPU(duration=...)``)."""
 
@@ -217,6 +236,7 @@ class AppConfig:
     max_queue: int = 16  # bounded queue per event
     max_training_queue: int = 4  # waiting trainings beyond this are refused
     concurrency_limit: int = 2  # events of one kind running at once; model calls still take turns on Engine.lock
+    generation_concurrency: int = 8  # Compare / /generate requests at once: the decoder thread batches them
     poll_seconds: float = 1.0  # how often the Fine-tune tab polls a running training
     compare_slots: int = 8  # most variants generated side by side in one pass
     compare_columns_per_row: int = 4  # answer columns per row on the Compare tab
@@ -237,5 +257,7 @@ FEEDBACK = FeedbackLimits()
 TRAIN_LIMITS = TrainLimits()
 INSPECT = InspectLimits()
 ZEROGPU = ZeroGpuSeconds()
+BATCHING = BatchingConfig()
+THREADS = ThreadPolicy()
 SLIDERS = SliderRanges()
 APP = AppConfig()

@@ -1,8 +1,9 @@
 """The one expensive step of Inspect: log-probs of a data set under each variant and the reference, cached.
 
 For each pair it scores chosen and rejected under every requested variant and under the reference, plus KTO's
-mismatched pairs of the unpaired view, in mixed-adapter batches (one row per (response, adapter)), holding
-``engine.lock`` per batch only, so generation can interleave.
+mismatched pairs of the unpaired view, with every variant in each model call (the packed, prompt-sharing forward
+with per-token adapters where the model allows it), holding ``engine.lock`` per call only, so generation can
+interleave.
 """
 
 from __future__ import annotations
@@ -193,12 +194,63 @@ def score_dataset(engine: Engine, pairs_df: pd.DataFrame, variants: Sequence[str
     return scores
 
 
+def _scored_batches(engine: Engine, texts: list[tuple[Any, str, str]], names: list[str],
+                    peft_name: dict[str, str] | None, *, max_length: int, batch_size: int):
+    """``(jobs, scores)`` per model call, a job being (text index, variant name), until every text is scored under
+    every variant. The packed, prompt-sharing forward (``engine.packed``) with per-sequence adapters where the model
+    allows it: all variants of a prompt's texts in one padding-free row of about ``SCORING.packed_tokens`` tokens;
+    else padded batches of ``batch_size`` rows (``scoring.score``). ``engine.lock`` is held per call."""
+    import torch
+
+    from playground.engine import threads
+    from playground.engine.packed import packed_logps_supported, packed_sequence_logps
+    from playground.engine.templating import tokenize_pair
+
+    adapters = None if peft_name is None else [peft_name[name] for name in names]
+    packed = packed_logps_supported(engine.model) and (adapters is None or scoring.stacks(engine.model))
+    if not packed:
+        # similar lengths together (less padding), and one text's rows for all adapters side by side
+        order = sorted(range(len(texts)), key=lambda t: (len(prompt_text(texts[t][0])) + len(texts[t][1]), t))
+        jobs = [(t, name) for t in order for name in names]
+        for start in range(0, len(jobs), batch_size):
+            batch = jobs[start: start + batch_size]
+            with engine.lock:  # per batch, so generation requests can run between batches
+                yield batch, scoring.score(
+                    engine.model, engine.tokenizer, [texts[t][0] for t, _ in batch],
+                    [texts[t][1] for t, _ in batch], systems=[texts[t][2] or None for t, _ in batch],
+                    adapter=None if peft_name is None else [peft_name[name] for _, name in batch],
+                    max_length=max_length, batch_size=batch_size)
+        return
+    tokenized = [tokenize_pair(engine.tokenizer, p, r, s or None, max_length) for p, r, s in texts]
+    # a prompt's texts side by side (they share its one copy), variant by variant
+    order = sorted(range(len(texts)), key=lambda t: (tokenized[t].prompt_ids, t))
+    jobs = [(t, v) for v in range(len(names)) for t in order]
+    budget = SCORING.packed_tokens
+    start = 0
+    while start < len(jobs):
+        stop, used = start, 0
+        while stop < len(jobs) and (stop == start or used + len(tokenized[jobs[stop][0]].input_ids) <= budget):
+            used += len(tokenized[jobs[stop][0]].input_ids)
+            stop += 1
+        chunk = jobs[start:stop]
+        sequences = [tokenized[t] for t, _ in chunk]
+        with engine.lock, torch.inference_mode(), threads.for_role("scoring"):
+            sums, lens = packed_sequence_logps(engine.model, sequences, engine.tokenizer.pad_token_id,
+                                               engine.device.device,
+                                               adapter_names=None if adapters is None else [adapters[v]
+                                                                                            for _, v in chunk])
+        yield [(t, names[v]) for t, v in chunk], scoring.Scores(
+            [], [], sums.cpu(), sums.cpu() / lens.clamp(min=1), lens, [tokenized[t].truncated for t, _ in chunk])
+        start = stop
+
+
 def score_rows_on(engine: Engine, pairs: pd.DataFrame, names: list[str], progress: Progress | None, *,
                   max_length: int, batch_size: int) -> dict[str, SideScores]:
     """Log-probs of prepared ``pairs`` under each variant of ``names`` (``base`` = the reference) on ``engine``.
 
-    One row per (text, variant), several variants per forward pass (PEFT's per-row ``adapter_names``); texts are
-    chosen (P), rejected (P), then the 2P mismatched pairs. ``engine.lock`` is held per batch only."""
+    One sequence per (text, variant), all variants in each model call (per-row or per-token adapters, see
+    ``_scored_batches``); texts are chosen (P), rejected (P), then the 2P mismatched pairs. ``engine.lock`` is held
+    per call only."""
     n = len(pairs)
     prompts, completions, systems, _ = unpaired_view(pairs)
     mismatch = kl_index(n)
@@ -206,30 +258,22 @@ def score_rows_on(engine: Engine, pairs: pd.DataFrame, names: list[str], progres
     texts += [(prompts[k], completions[int(mismatch[k])], systems[k]) for k in range(2 * n)]
     use_adapters = bool(engine.adapters)
     peft_name = dict(zip(names, engine.adapter_names_for(names)))
-    # similar lengths together (less padding), and one text's rows for all adapters side by side
-    order = sorted(range(len(texts)), key=lambda t: (len(prompt_text(texts[t][0])) + len(texts[t][1]), t))
-    jobs = [(t, name) for t in order for name in names]
     sums = {name: np.zeros(len(texts)) for name in names}
     lengths = {name: np.zeros(len(texts), dtype=np.int64) for name in names}
     cut = {name: np.zeros(len(texts), dtype=bool) for name in names}
-    total = len(jobs)
+    total = len(texts) * len(names)
     if progress:
         progress(0.0, f"Scoring {n} pairs under {', '.join(names)} ({total} sequences)")
     started = time.perf_counter()
-    for start in range(0, total, batch_size):
-        batch = jobs[start: start + batch_size]
-        with engine.lock:  # per batch, so generation requests can run between batches
-            result = scoring.score(
-                engine.model, engine.tokenizer, [texts[t][0] for t, _ in batch], [texts[t][1] for t, _ in batch],
-                systems=[texts[t][2] or None for t, _ in batch],
-                adapter=[peft_name[name] for _, name in batch] if use_adapters else None,
-                max_length=max_length, batch_size=batch_size)
+    done = 0
+    for batch, result in _scored_batches(engine, texts, names, peft_name if use_adapters else None,
+                                         max_length=max_length, batch_size=batch_size):
         for row, (t, name) in enumerate(batch):
             sums[name][t] = float(result.sum_logps[row])
             lengths[name][t] = int(result.lengths[row])
             cut[name][t] = bool(result.truncated[row])
         if progress:
-            done = min(start + batch_size, total)
+            done += len(batch)
             elapsed = time.perf_counter() - started
             eta = elapsed / done * (total - done)
             progress(done / total, f"Scored {done}/{total} sequences (about {eta:.0f} s left)")

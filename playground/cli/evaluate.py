@@ -24,6 +24,7 @@ from typing import Any
 from playground import config
 from playground.common.files import atomic_write_json
 from playground.common.numbers import accuracy_text, json_safe
+from playground.engine import threads
 from playground.feedback import read_feedback
 
 # Openings and phrases of the demo data's four failure styles: rambling, evasive, preachy, curt.
@@ -150,6 +151,7 @@ def write_meta(engine, adapters: list[str], results: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    print(threads.describe(), file=sys.stderr)
     report = read_feedback(Path(args.data))
     if not report.trainable or report.format != "paired":
         print(report.summary())

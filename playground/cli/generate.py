@@ -10,6 +10,7 @@ import sys
 from dataclasses import replace
 
 from playground import config
+from playground.engine import threads
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=config.GENERATION.seed)
     parser.add_argument("--base-model", help="hub id or local directory (default: the embedded SmolLM2-135M)")
     args = parser.parse_args(argv)
+    print(threads.describe(), file=sys.stderr)
 
     # heavy imports after argument parsing, so --help is instant
     from playground.engine.base_model import ModelSourceError, resolve_base_model

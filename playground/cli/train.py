@@ -15,6 +15,7 @@ import pandas as pd
 
 from playground import config
 from playground.common.numbers import TIE_TEXT
+from playground.engine import threads
 from playground.feedback import FeedbackReport, frame_for_method, read_feedback
 
 EXIT_BAD_INPUT = 2
@@ -134,6 +135,7 @@ def progress_bar(total: int):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    print(threads.describe(), file=sys.stderr)
     train_config = config_from_args(args)
     try:
         frame, report, heldout, heldout_source = read_inputs(args, train_config)

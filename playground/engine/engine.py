@@ -1,8 +1,10 @@
 """The base model in memory with its LoRA adapters attached by name, and the lock that serialises model calls.
 
-Requests select adapters per call with PEFT's mixed-batch ``adapter_names=`` (``config.PEFT_NO_ADAPTER`` for the base),
-never by switching the model-wide active adapter. PEFT implements ``adapter_names`` with forward hooks installed for
-the duration of a call, so two calls on one model must not overlap: ``Engine.lock`` serialises them.
+Requests select adapters per row, never by switching the model-wide active adapter: the stacked LoRA of
+``engine.multi_lora`` (PEFT's mixed-batch ``adapter_names=`` where adapters cannot be stacked), ``__base__`` being
+the base. Both install forward hooks for the duration of a call, so two calls on one model must not overlap:
+``Engine.lock`` serialises them. Generation goes through the engine's decoder thread (``Engine.decoder``,
+``engine.scheduler``), which runs requests that arrive together as one batch.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from playground.engine.adapters import (
 )
 from playground.engine.base_model import BaseModelSource, base_model_id, load_base_model, resolve_base_model
 from playground.engine.device import DeviceChoice, pick_device
+from playground.engine.scheduler import DecodeScheduler
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,8 @@ class Engine:
         self.lock = threading.RLock()
         # Makes an independent copy of the base for training, so training never touches the serving model.
         self._base_factory = base_factory
+        # Decodes generation requests, many at once; its thread starts with the first request.
+        self.decoder = DecodeScheduler(self)
 
     def fresh_base(self):
         """A new, plain copy of the base model (no adapters) on the CPU, for a training job to modify."""

@@ -1,7 +1,8 @@
 """Streaming side-by-side generation: several variants of one prompt in one batched pass.
 
-Each row of the batch is the same templated prompt; PEFT's mixed-batch ``adapter_names`` gives each row its adapter
-(``config.PEFT_BASE_ADAPTER`` for the base). Tokens are streamed per row as they are produced.
+Each row of a request is the same templated prompt with its own adapter (``config.PEFT_BASE_ADAPTER`` for the
+base); the engine's decoder thread batches the rows of requests that arrive together (``engine.scheduler``,
+``engine.decoding``). Tokens are streamed per row as they are produced.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
-from transformers.generation.streamers import BaseStreamer
 
 from playground import config
+from playground.engine import threads
+from playground.engine.decoding import DecodeRequest, decode_together
 from playground.engine.templating import Prompt, prompt_ids
 
 if TYPE_CHECKING:
@@ -62,31 +63,6 @@ class GenerationState:
     done: bool = False
 
 
-class _RowStreamer(BaseStreamer):
-    """Receives (B,) new tokens per step from ``generate`` and hands them to a queue."""
-
-    def __init__(self):
-        self.queue: queue.Queue = queue.Queue()
-        self._seen_prompt = False
-
-    def put(self, value: torch.Tensor) -> None:
-        if not self._seen_prompt:  # generate first passes the prompt itself
-            self._seen_prompt = True
-            return
-        self.queue.put(value.reshape(-1).tolist())
-
-    def end(self) -> None:
-        self.queue.put(None)
-
-
-class _StopFlag(StoppingCriteria):
-    def __init__(self, event: threading.Event):
-        self.event = event
-
-    def __call__(self, input_ids, scores, **kwargs):
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
-
-
 def _prepared_prompt(engine: Engine, prompt: Prompt, variants: list[str], settings: config.GenerationConfig,
                      system: str | None) -> tuple[list[str], list[int]]:
     """(PEFT adapter name per row, templated prompt ids) of a request, or GenerationInputError saying what is wrong."""
@@ -100,23 +76,6 @@ def _prepared_prompt(engine: Engine, prompt: Prompt, variants: list[str], settin
     ids = prompt_ids(engine.tokenizer, prompt, system or None)
     validate_settings(settings, len(ids), getattr(engine.base_model.config, "max_position_embeddings", 2048))
     return adapter_names, ids
-
-
-def _generate_kwargs(engine: Engine, settings: config.GenerationConfig, input_ids: torch.Tensor,
-                     adapter_names: list[str], streamer: BaseStreamer, cancel: threading.Event,
-                     eos_ids: list[int]) -> dict:
-    """The keyword arguments of the one ``generate`` call: decoding settings, stop conditions, per-row adapters."""
-    kwargs = dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                  max_new_tokens=settings.max_new_tokens, do_sample=settings.do_sample, streamer=streamer,
-                  pad_token_id=engine.tokenizer.pad_token_id, eos_token_id=eos_ids,
-                  stopping_criteria=StoppingCriteriaList([_StopFlag(cancel)]))
-    if settings.do_sample:
-        kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
-    else:
-        kwargs.update(temperature=None, top_p=None, top_k=None)
-    if engine.adapters:
-        kwargs["adapter_names"] = adapter_names
-    return kwargs
 
 
 def _add_step(rows: list[VariantOutput], step: list[int], eos_ids: list[int]) -> None:
@@ -133,45 +92,33 @@ def _add_step(rows: list[VariantOutput], step: list[int], eos_ids: list[int]) ->
 def stream_generate(engine: Engine, prompt: Prompt, variants: list[str],
                     settings: config.GenerationConfig | None = None, system: str | None = None,
                     cancel: threading.Event | None = None) -> Iterator[GenerationState]:
-    """Yield the growing answers of ``variants`` ("base" and adapter names) to ``prompt``, batched in one pass.
+    """Yield the growing answers of ``variants`` ("base" and adapter names) to ``prompt``, one row per variant.
 
-    The same seed and variants give the same text. ``cancel`` stops generation at the next token.
+    The request goes to the engine's decoder thread (``Engine.decoder``), which decodes it in one batch together
+    with the requests that arrived with it. The same seed and variants give the same text, whoever shares the
+    batch. ``cancel`` (or closing this generator) stops generation at the next token.
     """
     settings = settings or config.GENERATION
     tokenizer = engine.tokenizer
     adapter_names, ids = _prepared_prompt(engine, prompt, variants, settings, system)
     eos_ids = _eos_ids(engine, tokenizer)
-    input_ids = torch.tensor([ids] * len(variants), dtype=torch.long, device=engine.device.device)
-    streamer = _RowStreamer()
-    cancel = cancel or threading.Event()
-    kwargs = _generate_kwargs(engine, settings, input_ids, adapter_names, streamer, cancel, eos_ids)
-    errors: list[BaseException] = []
-
-    def worker():
-        try:
-            with engine.lock, torch.inference_mode():
-                if settings.do_sample:
-                    torch.manual_seed(settings.seed)
-                engine.model.generate(**kwargs)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer thread
-            errors.append(exc)
-            streamer.end()
-
-    thread = threading.Thread(target=worker, name="generate", daemon=True)
-    thread.start()
+    steps: queue.Queue = queue.Queue()
+    request = DecodeRequest(ids, adapter_names, settings, eos_ids, emit=steps.put, cancel=cancel or threading.Event(),
+                            on_finish=lambda: steps.put(None))
+    engine.decoder.submit(request)
     outputs = {name: VariantOutput(name) for name in variants}
     rows = list(outputs.values())
     try:
-        while (step := streamer.queue.get()) is not None:
+        while (step := steps.get()) is not None:
             _add_step(rows, step, eos_ids)
             for row in rows:
                 row.text = tokenizer.decode(row.token_ids, skip_special_tokens=True)
             yield GenerationState({name: replace(out) for name, out in outputs.items()}, ids)
     finally:
-        cancel.set()  # a consumer that stops early frees the model at the next token
-        thread.join()
-    if errors:
-        raise errors[0]
+        request.cancel.set()  # a consumer that stops early frees its rows at the next token
+        request.finished.wait()
+    if request.error is not None:
+        raise request.error
     for row in rows:
         row.finished = True
         row.text = tokenizer.decode(row.token_ids, skip_special_tokens=True)
@@ -230,14 +177,29 @@ def greedy_answers(model, tokenizer, prompts: Sequence[Prompt], max_new_tokens: 
 
 def batched_greedy_answers(engine: Engine, prompts: Sequence[Prompt], variants: Sequence[str], max_new_tokens: int,
                            prompts_per_batch: int = 8) -> dict[str, list[str]]:
-    """Greedy answers of every variant to every prompt: mixed-adapter batches of prompts x variants."""
+    """Greedy answers of every variant to every prompt: decode batches of prompts x variants, each row with its own
+    adapter (``decoding.decode_together``), the engine's lock held per batch."""
     names = engine.adapter_names_for(list(variants))
-    rows = [(p, v, n) for p in prompts for v, n in zip(variants, names)]
-    with engine.lock:
-        texts = greedy_answers(engine.model, engine.tokenizer, [p for p, _, _ in rows], max_new_tokens,
-                               adapter_names=[n for _, _, n in rows] if engine.adapters else None,
-                               device=engine.device.device, batch_size=prompts_per_batch * len(variants))
+    settings = config.GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False)
+    eos_ids = _eos_ids(engine, engine.tokenizer)
     answers: dict[str, list[str]] = {v: [] for v in variants}
-    for (_, variant, _), text in zip(rows, texts):
-        answers[variant].append(text)
+    for start in range(0, len(prompts), prompts_per_batch):
+        tokens: list[list[list[int]]] = []
+        requests = []
+        for prompt in prompts[start: start + prompts_per_batch]:
+            rows: list[list[int]] = [[] for _ in names]
+            tokens.append(rows)
+            requests.append(DecodeRequest(prompt_ids(engine.tokenizer, prompt), names, settings, eos_ids,
+                                          emit=lambda step, rows=rows: _collect(rows, step)))
+        with engine.lock, torch.inference_mode(), threads.for_role("generation"):
+            decode_together(engine.model, requests, engine.tokenizer.pad_token_id, engine.device.device)
+        for rows in tokens:
+            for variant, ids in zip(variants, rows):
+                ids = ids[: next((i for i, t in enumerate(ids) if t in eos_ids), len(ids))]
+                answers[variant].append(engine.tokenizer.decode(ids, skip_special_tokens=True).strip())
     return answers
+
+
+def _collect(rows: list[list[int]], step: list[int]) -> None:
+    for row, token in zip(rows, step):
+        row.append(token)

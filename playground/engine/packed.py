@@ -14,7 +14,7 @@ those of the padded one-sequence-per-row layout up to floating-point summation o
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -179,14 +179,16 @@ class _HeadLogProbs(torch.autograd.Function):
         return grad_hidden, None, None, None, None
 
 
-def _group_by_prompt(sequences: Sequence[TokenizedPair], max_group_tokens: int) -> list[tuple[list[int], list[int]]]:
-    """``(prompt_ids, [sequence indices])`` groups: sequences with identical prompts, each group's total tokens
-    (one prompt plus its responses) capped at ``max_group_tokens``; order of first appearance."""
+def _group_by_prompt(sequences: Sequence[TokenizedPair], max_group_tokens: int,
+                     adapters: Sequence[str] | None = None) -> list[tuple[list[int], list[int]]]:
+    """``(prompt_ids, [sequence indices])`` groups: sequences with identical prompts (and, when ``adapters`` gives
+    one adapter name per sequence, the same adapter: a prompt's hidden states depend on it), each group's total
+    tokens (one prompt plus its responses) capped at ``max_group_tokens``; order of first appearance."""
     groups: list[tuple[list[int], list[int]]] = []
-    open_group: dict[tuple[int, ...], int] = {}
+    open_group: dict[tuple, int] = {}
     used: list[int] = []
     for index, seq in enumerate(sequences):
-        key = tuple(seq.prompt_ids)
+        key = (adapters[index] if adapters is not None else None, *seq.prompt_ids)
         slot = open_group.get(key)
         if slot is not None and used[slot] + len(seq.response_ids) <= max_group_tokens:
             groups[slot][1].append(index)
@@ -246,7 +248,7 @@ def _run_decoder(decoder, cfg, plan: _SegmentPlan, ids: list[int], positions: li
     return outputs[0] if isinstance(outputs, tuple) else outputs.last_hidden_state
 
 
-def _cache_kwarg(decoder) -> str:
+def cache_kwarg(decoder) -> str:
     """Name of the decoder's KV-cache argument: ``cache`` in recent transformers, ``past_key_values`` before."""
     import inspect
 
@@ -308,25 +310,30 @@ def plan_packed_row(sequences: Sequence[TokenizedPair], groups: list[tuple[list[
 
 def packed_sequence_logps(model, sequences: Sequence[TokenizedPair], pad_token_id: int,
                           device: torch.device | str = "cpu", *, share_prompts: bool = True,
-                          max_group_tokens: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                          max_group_tokens: int | None = None,
+                          adapter_names: Sequence[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed response log-probs (B,) float32 and response lengths (B,) of ``sequences``, in one padding-free forward.
 
     The same numbers as summing :func:`response_token_logps` over a padded batch (up to float summation order), with
     prompts shared between responses to the same prompt (``share_prompts``) and no padding (see the section
     comment). Differentiable in the model's trainable parameters. Call it on a model for which
-    :func:`packed_logps_supported` is true, calling the model as it is (no per-row adapter names). ``pad_token_id``
-    is unused (nothing is padded); it is accepted so the call matches :func:`playground.training.sequence_logps`.
+    :func:`packed_logps_supported` is true. ``adapter_names`` (one PEFT adapter name per sequence, ``__base__`` for
+    the base) scores each sequence under its own adapter, every token of the row getting its sequence's adapter
+    (``engine.multi_lora``; the model must be a PeftModel whose adapters stack); None calls the model as it is.
+    ``pad_token_id`` is unused (nothing is padded); it is accepted so the call matches
+    :func:`playground.training.sequence_logps`.
     """
     sums, lengths, _ = packed_logps_with_continuations(model, sequences, (), pad_token_id, device,
                                                        share_prompts=share_prompts,
-                                                       max_group_tokens=max_group_tokens)
+                                                       max_group_tokens=max_group_tokens,
+                                                       adapter_names=adapter_names)
     return sums, lengths
 
 
 def packed_logps_with_continuations(model, sequences: Sequence[TokenizedPair],
                                     continuations: Sequence[TokenizedPair], pad_token_id: int,
                                     device: torch.device | str = "cpu", *, share_prompts: bool = True,
-                                    max_group_tokens: int | None = None
+                                    max_group_tokens: int | None = None, adapter_names: Sequence[str] | None = None
                                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`packed_sequence_logps` of ``sequences``, plus the summed log-probs (C,) of ``continuations``, without
     gradient, each of which continues a prompt that one of ``sequences`` has.
@@ -334,11 +341,14 @@ def packed_logps_with_continuations(model, sequences: Sequence[TokenizedPair],
     KTO's mismatched pairs (prompt i, response i+1) are such continuations: the policy's forward over the prompt is
     done once, in the gradient pass, and the no-grad pass runs only the continuation tokens, attending to the
     prompt's cached keys and values. Continuations whose prompt none of ``sequences`` has are scored by a separate
-    no-grad pass. Returns ``(sums, lengths, continuation_sums)``.
+    no-grad pass. ``adapter_names``: see :func:`packed_sequence_logps` (not with continuations).
+    Returns ``(sums, lengths, continuation_sums)``.
     """
     parts = _causal_lm_parts(model)
     if parts is None:
         raise ValueError("packed_sequence_logps: this model needs the padded path (response_token_logps)")
+    if adapter_names is not None and continuations:
+        raise ValueError("packed_logps_with_continuations: per-sequence adapters do not combine with continuations")
     decoder, head, cfg = parts
     device = torch.device(device)
     count = len(sequences)
@@ -351,10 +361,11 @@ def packed_logps_with_continuations(model, sequences: Sequence[TokenizedPair],
             return empty, lengths, packed_sequence_logps(model, continuations, pad_token_id, device)[0]
     longest = max(len(s.input_ids) for s in sequences)
     if share_prompts:
-        groups = _group_by_prompt(sequences, max(max_group_tokens or 2 * longest, longest))
+        groups = _group_by_prompt(sequences, max(max_group_tokens or 2 * longest, longest), adapter_names)
     else:
         groups = [(s.prompt_ids, [i]) for i, s in enumerate(sequences)]
     row = plan_packed_row(sequences, groups)
+    adapters = _per_token_adapters(model, sequences, groups, adapter_names, device)
 
     reuse = [j for j, c in enumerate(continuations) if tuple(c.prompt_ids) in row.prompt_tokens_of]
     cache = None
@@ -363,9 +374,10 @@ def packed_logps_with_continuations(model, sequences: Sequence[TokenizedPair],
         from transformers import DynamicCache
 
         cache = DynamicCache()
-        kwargs = {"use_cache": True, _cache_kwarg(decoder): cache}
-    hidden = _run_decoder(decoder, cfg, _make_plan(row.virtual, row.virtual, row.source, device), row.ids,
-                          row.positions, device, **kwargs)[0]
+        kwargs = {"use_cache": True, cache_kwarg(decoder): cache}
+    with adapters:
+        hidden = _run_decoder(decoder, cfg, _make_plan(row.virtual, row.virtual, row.source, device), row.ids,
+                              row.positions, device, **kwargs)[0]
     dtype = _head_dtype(device, head)
     selected = hidden.index_select(0, torch.tensor(row.predictor, dtype=torch.long, device=device))
     token_logps = _HeadLogProbs.apply(selected, head.weight, head.bias,
@@ -377,6 +389,23 @@ def packed_logps_with_continuations(model, sequences: Sequence[TokenizedPair],
     continuation_sums = _continuation_sums(model, decoder, head, cfg, continuations, reuse, row.prompt_tokens_of,
                                            cache, hidden, pad_token_id, device, dtype)
     return sums, lengths_t, continuation_sums
+
+
+def _per_token_adapters(model, sequences: Sequence[TokenizedPair], groups: list[tuple[list[int], list[int]]],
+                        adapter_names: Sequence[str] | None, device: torch.device):
+    """The context that gives every token of the packed row its sequence's adapter (groups are homogeneous in
+    adapter, and the row lays them out group by group: the prompt, then its responses), or a no-op."""
+    if adapter_names is None:
+        return nullcontext()
+    from playground.engine.multi_lora import StackedLora
+
+    stacked = StackedLora.of(model)
+    if stacked is None:
+        raise ValueError("per-sequence adapters on the packed path need adapters that stack (plain LoRA)")
+    slots = stacked.slots_for([adapter_names[indices[0]] for _, indices in groups], device)
+    widths = torch.tensor([len(prompt) + sum(len(sequences[i].response_ids) for i in indices)
+                           for prompt, indices in groups], device=device)
+    return stacked.applied(slots.repeat_interleave(widths).unsqueeze(0))
 
 
 def _continuation_sums(model, decoder, head, cfg, continuations: Sequence[TokenizedPair], reuse: list[int],
@@ -443,7 +472,7 @@ def _continue(decoder, head, cfg, continuations: Sequence[TokenizedPair],
         for index, (keys, values) in enumerate(layers):
             cache.update(keys, values, index)
         fed_hidden = _run_decoder(decoder, cfg, _make_plan(virtual_q, virtual_kv, source, device), ids, positions,
-                                  device, use_cache=True, **{_cache_kwarg(decoder): cache})[0]
+                                  device, use_cache=True, **{cache_kwarg(decoder): cache})[0]
         selected.append(fed_hidden.index_select(0, torch.tensor(later, dtype=torch.long, device=device)))
     token_logps = _HeadLogProbs.apply(torch.cat(selected), head.weight, head.bias,
                                       torch.tensor(first_targets + later_targets, dtype=torch.long, device=device),

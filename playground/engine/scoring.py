@@ -1,6 +1,6 @@
 """Exact per-token log-probs of responses under an adapter or the reference, one padded row per sequence.
 
-The readable scorer: the batch is padded, each row may name its own adapter (PEFT's ``adapter_names``), and logits are
+The readable scorer: the batch is padded, each row may name its own adapter (``per_row_adapters``), and logits are
 computed only at the positions that predict a response token (``logits_to_keep``), never as a full-vocabulary
 log-softmax over the whole sequence. The packed fast path beside it (``engine.packed``) gives the same numbers.
 """
@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from playground import config
+from playground.engine.multi_lora import StackedLora, per_row_adapters
 from playground.engine.templating import Prompt, TokenizedPair, tokenize_pair
 
 
@@ -65,6 +66,11 @@ def response_token_logps(model, batch: Batch, adapter_names: list[str] | None = 
     return token_logps.masked_fill(~mask, 0.0), mask
 
 
+def stacks(model) -> bool:
+    """Whether ``model``'s adapters can be applied per row or per token by the stacked LoRA (``engine.multi_lora``)."""
+    return StackedLora.of(model) is not None
+
+
 @dataclass
 class Scores:
     token_logps: list[torch.Tensor]  # per sample, (L_i,) log-probs of its response tokens
@@ -105,8 +111,8 @@ def score(model, tokenizer, prompts: Sequence[Prompt], responses: Sequence[str],
                 rows = order[start: start + batch_size]
                 batch = collate([pairs[i] for i in rows], tokenizer.pad_token_id, padding_side, device)
                 row_names = None if names[rows[0]] is None else [names[i] for i in rows]
-                with autocast() if autocast else nullcontext():
-                    logps, mask = response_token_logps(model, batch, row_names)
+                with autocast() if autocast else nullcontext(), per_row_adapters(model, row_names, device) as (_, kw):
+                    logps, mask = response_token_logps(model, batch, **kw)
                 for local, index in enumerate(rows):
                     token_logps[index] = logps[local][mask[local]].cpu()
     finally:

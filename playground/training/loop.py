@@ -22,6 +22,7 @@ import torch
 
 from playground import config
 from playground.common.numbers import json_safe
+from playground.engine import threads
 from playground.engine.answers import training_answers_report
 from playground.engine.device import DeviceChoice
 from playground.engine.metrics import heldout_preference
@@ -140,6 +141,7 @@ class RunHooks:
     on_probes: Callable[[list[ProbeAnswer]], None] | None = None
 
 
+@threads.role("training")
 def train(base_model, tokenizer, train_frame: pd.DataFrame, train_config: config.TrainConfig, *,
           device: DeviceChoice, heldout_frame: pd.DataFrame | None = None,
           callback: Callable[[StepMetrics], None] | None = None, cancel: threading.Event | None = None,
@@ -259,6 +261,7 @@ def _optimise(inputs: StepInputs, reference, batches: list[list[int]], device: D
     for step, rows in enumerate(batches):
         if cancel.is_set():
             return history, True, time.perf_counter() - started
+        threads.rebalance()  # a generation may have started or ended: take the current share of the cores
         step_start = time.perf_counter()
         lr = _lr_at(step, total, warmup, train_config.learning_rate)
         for group in optimizer.param_groups:

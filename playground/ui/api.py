@@ -11,7 +11,7 @@ from typing import Any
 import gradio as gr
 from gradio import utils as gr_utils
 
-from playground import feedback
+from playground import config, feedback
 from playground.analysis.views import InspectSettings, analyse, summary_json
 from playground.engine.generation import GenerationInputError
 from playground.feedback import FeedbackReport
@@ -156,7 +156,8 @@ class Endpoints:
 def register(services: Services) -> None:
     """Add every endpoint of the headless API to the Blocks being built (call inside ``with gr.Blocks()``)."""
     api = Endpoints(services)
-    gr.api(api.generate, api_name="generate", concurrency_id="model")
+    gr.api(api.generate, api_name="generate", concurrency_id="model",
+           concurrency_limit=config.APP.generation_concurrency)
     gr.api(api.variants, api_name="variants", concurrency_limit=None, queue=False)
     gr.api(api.validate, api_name="validate", concurrency_limit=None)
     gr.api(api.train_start, api_name="train_start", concurrency_limit=None)

@@ -369,9 +369,9 @@ def build_compare_tab(services: Services, session: gr.BrowserState) -> CompareTa
               c["seed"]]
     generate = partial(generate_answers, services)
     gen_event = c["generate"].click(generate, inputs, outputs, api_name=False, concurrency_id="model",
-                                    show_progress="minimal")
+                                    concurrency_limit=config.APP.generation_concurrency, show_progress="minimal")
     submit_event = c["prompt"].submit(generate, inputs, outputs, api_name=False, concurrency_id="model",
-                                      show_progress="minimal")
+                                      concurrency_limit=config.APP.generation_concurrency, show_progress="minimal")
     c["stop"].click(lambda: "Stopped. Partial answers are not scored and cannot be voted on; generate again.",
                     None, [status], cancels=[gen_event, submit_event], api_name=False, queue=False)
     c["example"].change(pick_example, [c["example"]], [c["prompt"]], api_name=False, queue=False)

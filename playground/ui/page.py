@@ -16,6 +16,7 @@ from functools import partial
 import gradio as gr
 
 from playground import config
+from playground.engine import threads
 from playground.feedback import votes
 from playground.serving.services import Services
 from playground.ui import api, theme
@@ -108,6 +109,7 @@ def launch_options() -> dict:
 def launch(base_model: str | None = None, host: str | None = None, port: int | None = None, **kwargs):
     """Load the model, build the page and serve it (loopback by default)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    log.info(threads.describe())
     services = Services.create(base_model)
     for message in services.messages:
         log.warning(message)

@@ -17,6 +17,7 @@ from playground.analysis.datasets import prepare_pairs, unpaired_view  # noqa: E
 from playground.analysis.precomputed import load_precomputed, save_precomputed  # noqa: E402
 from playground.analysis.scores import score_dataset  # noqa: E402
 from playground.analysis.views import InspectSettings, analyse, summary_json  # noqa: E402
+from playground.engine import packed as packed_module  # noqa: E402
 from playground.engine import scoring as scoring_module  # noqa: E402
 from playground.engine.scoring import score  # noqa: E402
 from playground.objectives.dpo import dpo_loss  # noqa: E402
@@ -77,8 +78,9 @@ def test_scores_equal_direct_scoring(scored):
 def test_cache_hit_makes_no_model_call(scored, monkeypatch):
     engine, cache, scores, _ = scored
     calls = []
-    real = score
+    real, real_packed = score, packed_module.packed_sequence_logps
     monkeypatch.setattr(scoring_module, "score", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(packed_module, "packed_sequence_logps", lambda *a, **k: calls.append(1) or real_packed(*a, **k))
     again = score_dataset(engine, PAIRS, VARIANTS, cache=cache)
     assert calls == []
     np.testing.assert_array_equal(again.side("kto").kl_sum, scores.side("kto").kl_sum)
