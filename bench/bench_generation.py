@@ -18,7 +18,7 @@ Targets: batched3 <= 1.2 x single, batched8 <= 1.6 x single, concurrent4 <= 1.6 
 (ABC... ABC...); ratios are of medians. The adapters are the shipped ones from checkpoints/ when present, else random
 LoRA adapters of the shipped configuration.
 
-    .venv/bin/python -m bench.bench_generation [--quick] [--new-tokens 64] [--repeats 5] [--threads 1]
+    .venv/bin/python -m bench.bench_generation [--quick] [--new-tokens 64] [--repeats 3] [--threads 1]
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ TARGETS = {"batched3_over_single": 1.2, "batched8_over_single": 1.6, "concurrent
 def main(argv: list[str] | None = None) -> int:
     parser = common.base_parser(__doc__.split("\n")[0])
     parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default=None, help="cpu | cuda (default: pick_device)")
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args(argv)

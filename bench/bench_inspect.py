@@ -92,11 +92,11 @@ def figures(result: InspectAnalysis, scores: DatasetScores) -> list:
         plots.dpo_scatter_figure(result.pairs, result.variant, 0),
         plots.dpo_bars_figure(result.pairs, result.variant, 0),
         plots.dpo_waterfall_figure(focus, result.variant),
-        plots.kto_scatter_figure(result.samples, s["z0"], focus["samples"]),
+        plots.kto_scatter_figure(result.samples, s.z0, focus["samples"]),
         plots.kto_value_curve_figure(result.samples, kto_value_curves(result), focus["samples"]),
         plots.kto_loss_figure(result.samples, focus["samples"]),
         plots.value_histogram_figure(result.samples, result.taus, result.settings.tau_method, result.value_label),
-        plots.prospect_bars_figure(result.samples, s["tau"], result.settings.loss_aversion, result.value_label),
+        plots.prospect_bars_figure(result.samples, s.tau, result.settings.loss_aversion, result.value_label),
         plots.objective_comparison_figure(result.samples, prospect_curves(result), result.value_label),
         plots.alpha_search_figure(search.alphas, search.accuracies, search.best_alpha, result.settings.alpha),
     ]

@@ -39,7 +39,7 @@ POLICIES = ("torch", "one", "share")
 def main(argv: list[str] | None = None) -> int:
     parser = common.base_parser(__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=3, help="training passes per measurement")
+    parser.add_argument("--steps", type=int, default=2, help="training passes per measurement")
     parser.add_argument("--new-tokens", type=int, default=32)
     args = parser.parse_args(argv)
     if args.quick:
