@@ -291,7 +291,8 @@ def render_threads(data: dict[str, Any]) -> list[str]:
     lines += _table(["policy", "step alone s", "step during generation s", "training slowdown",
                      "generation alone s", "generation during training s", "generation slowdown"], rows)
     lines += ["", "torch: torch's default (every thread asks for every core); one: one thread per role; share: "
-              "the cores split between the roles running at that moment (a role alone gets all).", ""]
+              "the cores split between the roles running at that moment (training alone gets all; generation at most "
+              "`generation_threads`).", ""]
     return lines
 
 
