@@ -10,6 +10,7 @@ The engine's lock is held per batch, so Inspect's scoring and the after-run repo
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import queue
@@ -58,6 +59,16 @@ class DecodeScheduler:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="decoder", daemon=True)
                 self._thread.start()
+                # end the thread before the interpreter finalises: torch aborts the process ("terminate called
+                # without an active exception", exit code 134) when a thread that ran it is killed at exit
+                atexit.register(_close, weakref.ref(self))
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the thread once the running batch (if any) is done; later submits start a new one."""
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            self._queue.put(None)
+            thread.join(timeout)
 
     def _next_batch(self) -> list[DecodeRequest] | None:
         """The next batch of requests, or None when the engine is gone (the thread then ends)."""
@@ -68,6 +79,9 @@ class DecodeScheduler:
             except queue.Empty:
                 if self._engine() is None:
                     return None
+                continue
+            if first is None:  # close()
+                return None
         batch, rows = [first], first.rows
         while self._carry and rows + self._carry[0].rows <= self.batching.max_rows:
             request = self._carry.popleft()
@@ -78,6 +92,9 @@ class DecodeScheduler:
             try:
                 request = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
+                break
+            if request is None:  # close(): after this batch
+                self._queue.put(None)
                 break
             if rows + request.rows > self.batching.max_rows:
                 self._carry.append(request)
@@ -96,6 +113,9 @@ class DecodeScheduler:
                 try:
                     request = self._queue.get_nowait()
                 except queue.Empty:
+                    break
+                if request is None:  # close(): no more joiners
+                    self._queue.put(None)
                     break
             if request.rows > free_rows:
                 self._carry.appendleft(request)
@@ -124,3 +144,9 @@ class DecodeScheduler:
             except BaseException as exc:  # noqa: BLE001 - each request was told; the thread serves the next batch
                 log.warning("decode batch of %d request(s) failed: %s", len(batch), exc)
             del engine
+
+
+def _close(scheduler_ref) -> None:
+    scheduler = scheduler_ref()
+    if scheduler is not None:
+        scheduler.close()

@@ -45,3 +45,13 @@ def test_generate_cli_reports_missing_variants():
     assert "=== base ===" in done.stdout
     assert "variant 'nonexistent' does not exist" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_generate_cli_exits_cleanly_after_the_decoder_thread_ran():
+    # the decoder thread must end before the interpreter finalises, or torch aborts the process (exit code 134)
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-m", "playground.generate", "Hi", "--variants", "base,dpo",
+                               "--max-new-tokens", "4"], capture_output=True, text=True, timeout=300,
+                              cwd=config.REPO_ROOT)
+        assert done.returncode == 0, done.stderr[-500:]
+        assert "terminate called" not in done.stderr and "=== dpo ===" in done.stdout

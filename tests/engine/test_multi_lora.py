@@ -218,3 +218,12 @@ def test_a_request_arriving_mid_batch_joins_it_at_a_step_and_keeps_its_answer(ti
     assert decoder.joined == joined + 1 and decoder.batches == batches + 1  # it joined; no second batch
     assert {k: v.token_ids for k, v in states[-1].outputs.items()} == {k: v.token_ids for k, v in first_alone.items()}
     assert {k: v.token_ids for k, v in late.items()} == {k: v.token_ids for k, v in joiner_alone.items()}
+
+
+def test_closing_the_decoder_ends_its_thread_and_a_later_request_starts_a_new_one(tiny_engine):
+    greedy = config.GenerationConfig(max_new_tokens=3, do_sample=False)
+    first = generate(tiny_engine, "Hi", ["base"], greedy)
+    thread = tiny_engine.decoder._thread
+    tiny_engine.decoder.close()
+    assert not thread.is_alive()
+    assert generate(tiny_engine, "Hi", ["base"], greedy)["base"].token_ids == first["base"].token_ids
