@@ -230,6 +230,24 @@ class FeedbackLimits:
 
 
 @dataclass(frozen=True)
+class Quotas:
+    """What one visitor may hold on a shared server (a public Space), and how much the data directory may hold.
+
+    Every refusal names the limit and what to do; eviction removes the oldest first and says which. An adapter folder
+    holding a file named ``pin_file`` is never evicted (an operator pins one with ``touch``), nor is a shipped one.
+    """
+    trainings_per_visitor: int = 1  # trainings queued or running per browser session, and per API client
+    user_adapters: int = 24  # adapters trained here, under <data_dir>/adapters
+    user_adapter_bytes: int = 1 << 30  # their total size on disk
+    runs: int = 64  # run records (curves, probes, the rows to restart from) under <data_dir>/runs
+    run_bytes: int = 512 << 20  # their total size on disk
+    votes_per_session: int = 2_000  # votes one browser session may cast
+    votes_total: int = 200_000  # votes the server holds in all
+    upload_cache_seconds: int = 3_600  # Gradio's copies of uploads older than this are deleted, checked as often
+    pin_file: str = "PINNED"
+
+
+@dataclass(frozen=True)
 class AppConfig:
     host: str = "127.0.0.1"  # loopback unless told otherwise (--host / GRADIO_SERVER_NAME)
     port: int = 7860
@@ -261,3 +279,4 @@ BATCHING = BatchingConfig()
 THREADS = ThreadPolicy()
 SLIDERS = SliderRanges()
 APP = AppConfig()
+QUOTAS = Quotas()

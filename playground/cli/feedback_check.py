@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-chars", type=int, default=None, help="truncate cells longer than this")
     parser.add_argument("--max-rows", type=int, default=None, help=f"row limit (default {FEEDBACK.max_rows})")
     parser.add_argument("--max-bytes", type=int, default=None, help=f"size limit (default {FEEDBACK.max_bytes})")
+    parser.add_argument("--intact-rows", action="store_true",
+                        help="a file that looks cut off or corrupt: accept its intact rows (exit 0 when they train)")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help exits 0; a usage error is reported by argparse and exits 1 here
@@ -33,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
             max_rows=args.max_rows or FEEDBACK.max_rows,
             max_cell_chars=FEEDBACK.max_cell_chars,
         )
-        report = read_feedback(args.file, limits=limits, max_chars=args.max_chars)
+        report = read_feedback(args.file, limits=limits, max_chars=args.max_chars, intact_rows=args.intact_rows)
         print(report.summary())
         return 0 if report.trainable else 1
     except KeyboardInterrupt:

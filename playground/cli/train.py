@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", required=True,
                         help="CSV, TSV or JSONL: prompt,chosen,rejected or prompt,completion,label")
     parser.add_argument("--out", required=True, help="adapter folder to write (atomically)")
+    parser.add_argument("--intact-rows", action="store_true",
+                        help="--data looks cut off or corrupt: train on its intact rows (the report says which)")
     parser.add_argument("--heldout", help="paired file to measure on (default: a held-out split of --data)")
     parser.add_argument("--heldout-fraction", type=float, default=t.held_out_fraction,
                         help="share of --data's prompts kept out of training and measured on when no --heldout is "
@@ -85,7 +87,7 @@ def read_inputs(args: argparse.Namespace, train_config: config.TrainConfig
     if out.exists() and not args.force:
         raise BadInput(f"error: {out} exists; pass --force to replace it.")
     try:
-        report = read_feedback(Path(args.data))
+        report = read_feedback(Path(args.data), intact_rows=args.intact_rows)
     except Exception as exc:  # noqa: BLE001 - the CLI promises no traceback
         raise BadInput(f"error: could not read {args.data}: {exc}") from None
     print(report.summary())

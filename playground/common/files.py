@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,34 @@ def remove_leftovers(folder: str | os.PathLike[str]) -> list[str]:
             child.unlink(missing_ok=True)
         removed.append(name)
     return sorted(removed)
+
+
+def folder_bytes(folder: str | os.PathLike[str]) -> int:
+    """Total size of the regular files under ``folder`` (links not followed; 0 when it does not exist)."""
+    total = 0
+    for path in Path(folder).rglob("*") if Path(folder).is_dir() else ():
+        try:
+            if path.is_file() and not path.is_symlink():
+                total += path.stat().st_size
+        except OSError:  # removed while we looked
+            continue
+    return total
+
+
+def oldest_first_over(items: Iterable[tuple[str, float, int]], max_count: int, max_bytes: int,
+                      room: int = 0) -> list[str]:
+    """The names to remove, oldest first, so that what stays plus ``room`` more fits ``max_count`` items and
+    ``max_bytes`` in all. ``items``: (name, age key: smaller is older, size in bytes) of the removable ones only;
+    unremovable ones must already be counted by the caller in the limits it passes."""
+    ordered = sorted(items, key=lambda item: (item[1], item[0]))
+    count, total = len(ordered), sum(size for _, _, size in ordered)
+    out = []
+    for name, _, size in ordered:
+        if count + room <= max_count and total <= max_bytes:
+            break
+        out.append(name)
+        count, total = count - 1, total - size
+    return out
 
 
 def sha256_bytes(data: bytes | bytearray | memoryview) -> str:

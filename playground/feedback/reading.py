@@ -6,6 +6,12 @@ Files: CSV (delimiter , ; tab or | detected from the header), TSV, JSON Lines an
 Limits (``playground.config.FeedbackLimits``): the byte size is checked before anything is read or parsed, the row
 count while parsing (parsing stops at the first row over the cap), and cells longer than the cell limit are
 truncated with a warning (``validation``). A caller with a tokenizer passes ``count_tokens`` and ``max_tokens`` too.
+
+Damage (``FeedbackReport.damage``): a JSON line that does not parse, a quoted cell that never ends, NUL bytes and
+a last row with the wrong number of cells are what a file cut off mid-copy or mid-download looks like, so they block
+training with a message saying so, unless the caller passes ``intact_rows=True`` (the user's explicit choice).
+Every path that reads a feedback file (the Fine-tune and Inspect uploads, the vote exports, the API, the CLIs) calls
+:func:`read_feedback`, so they all give the same words and the same verdict.
 """
 
 from __future__ import annotations
@@ -57,16 +63,19 @@ def read_feedback(
     max_chars: int | None = None,
     max_tokens: int | None = None,
     count_tokens: Callable[[str], int] | None = None,
+    intact_rows: bool = False,
 ) -> FeedbackReport:
     """Read and validate a feedback file; never raises on bad input (problems go into the report).
 
     ``source`` is a path or the file's bytes (pass ``filename`` with bytes so the extension can help detection).
     ``max_chars`` (default ``limits.max_cell_chars``) truncates longer cells; with ``count_tokens`` (e.g.
     ``lambda s: len(tok(s).input_ids)``) and ``max_tokens``, cells over ``max_tokens`` tokens are truncated too.
+    ``intact_rows``: the user chose to train on the intact rows of a file that looks cut off or corrupt (the damage is
+    then reported as warnings; see the module docstring).
     """
     if not isinstance(source, (bytes, bytearray, memoryview, str, os.PathLike)):
         raise TypeError(f"read_feedback expects a path or bytes, not {type(source).__name__}")
-    report = FeedbackReport()
+    report = FeedbackReport(intact_rows=bool(intact_rows))
     try:
         _read(report, source, filename, limits, max_chars or limits.max_cell_chars, max_tokens, count_tokens)
     except StopReading:
@@ -168,13 +177,7 @@ def _decode(report: FeedbackReport, raw: bytes) -> str:
             )
             raise StopReading
     if b"\x00" in raw:
-        report.error(
-            "This is not a text file: it contains NUL bytes, so it is probably a binary file renamed to "
-            f"{os.path.splitext(report.filename or '')[1] or 'a text name'}. Save it as CSV (UTF-8) or "
-            "JSON Lines.",
-            code="binary",
-        )
-        raise StopReading
+        raw = _strip_nul_tail(report, raw)
     if raw.startswith(codecs.BOM_UTF8):
         raw = raw[len(codecs.BOM_UTF8) :]
         report.encoding = "utf-8-sig"
@@ -200,6 +203,30 @@ def _decode(report: FeedbackReport, raw: bytes) -> str:
         )
         return text
     return _check_text(report, text)
+
+
+def _strip_nul_tail(report: FeedbackReport, raw: bytes) -> bytes:
+    """The bytes without a trailing run of NULs (what a cut-off download or copy leaves, reported as damage); a
+    binary file (NULs inside, with other control bytes) stops reading. A few NULs inside text are left for the
+    parser, which reports each row holding one as damaged."""
+    body = raw.rstrip(b"\x00")
+    sample = body[:65536].decode("latin-1")
+    control = sum(1 for ch in sample if ch not in "\t\n\r" and unicodedata.category(ch) == "Cc")
+    if not body.strip() or (b"\x00" in body and control > max(3, len(sample) // 200)):
+        report.error(
+            "This is not a text file: it contains NUL bytes, so it is probably a binary file renamed to "
+            f"{os.path.splitext(report.filename or '')[1] or 'a text name'}. Save it as CSV (UTF-8) or "
+            "JSON Lines.",
+            code="binary",
+        )
+        raise StopReading
+    if len(body) < len(raw):
+        report.damage(
+            f"The file ends in {len(raw) - len(body):,} NUL bytes (zeros), which is what a download or copy that "
+            "was cut off leaves; they were removed.",
+            code="damaged_nul",
+        )
+    return body
 
 
 def _check_text(report: FeedbackReport, text: str) -> str:
@@ -254,42 +281,81 @@ def _parse_delimited(
             )
             raise StopReading
         columns = [h.strip() for h in header]
-        records: list[tuple[int, dict[str, Any]]] = []
-        count = 0
+        rows: list[tuple[int, list[str]]] = []
         for index, cells in enumerate(reader):
-            row = index + 2
             if not any(c.strip() for c in cells):
                 continue  # a blank line or a row of empty cells: spreadsheets leave these at the end
-            count += 1
-            if count > limits.max_rows:
+            if len(rows) >= limits.max_rows:
                 report.error(
                     f"The file has more than {limits.max_rows:,} data rows (the limit). Split it into "
                     "smaller files or keep the most useful rows.",
                     code="too_many_rows",
                 )
                 raise StopReading
-            if len(cells) != len(columns):
-                extra = len(cells) > len(columns)
-                report.error(
-                    f"This row has {len(cells)} cells but the header has {len(columns)}. "
-                    + (
-                        "A cell that contains the delimiter "
-                        + ("tab" if delim == "\t" else f"'{delim}'")
-                        + " must be wrapped in double quotes."
-                        if extra
-                        else "Fill in the missing cells."
-                    )
-                    + " The row is skipped.",
-                    row=row,
-                    code="cell_count",
-                )
-                continue
-            records.append((row, {columns[i]: unquote_formula(cells[i]) for i in range(len(columns))}))
-        report.rows_total = count
+            rows.append((index + 2, cells))
     except csv.Error as exc:
         report.error(f"The file could not be parsed as CSV near line {reader.line_num}: {exc}.", code="parse")
         raise StopReading from None
+    report.rows_total = len(rows)
+    unterminated = _unterminated_quote(text, delim)
+    records: list[tuple[int, dict[str, Any]]] = []
+    for position, (row, cells) in enumerate(rows):
+        last = position == len(rows) - 1
+        if last and unterminated:
+            report.damage(
+                "A quoted cell starts in this row and never ends (an opening \" without its closing \"), so "
+                "everything from there to the end of the file was read as one cell: the file looks cut off. The "
+                "row is left out.",
+                row=row,
+                code="damaged_quote",
+            )
+            continue
+        if any("\x00" in c for c in cells):
+            report.damage("This row holds NUL bytes (zeros), a sign of a corrupt file. The row is left out.",
+                          row=row, code="damaged_nul")
+            continue
+        if len(cells) != len(columns):
+            _report_cell_count(report, row, len(cells), len(columns), delim, last)
+            continue
+        records.append((row, {columns[i]: unquote_formula(cells[i]) for i in range(len(columns))}))
     return columns, records
+
+
+def _report_cell_count(report: FeedbackReport, row: int, cells: int, columns: int, delim: str, last: bool) -> None:
+    """A row whose cell count is not the header's: dropped, or (the last row, short) a sign the file is cut off."""
+    if last and cells < columns:
+        report.damage(
+            f"The last row has {cells} cells but the header has {columns}: the file looks cut off here (a copy or "
+            "download that stopped early). The row is left out.",
+            row=row,
+            code="damaged_last_row",
+        )
+        return
+    extra = cells > columns
+    report.drop(
+        f"This row has {cells} cells but the header has {columns}. "
+        + (
+            "A cell that contains the delimiter "
+            + ("tab" if delim == "\t" else f"'{delim}'")
+            + " must be wrapped in double quotes."
+            if extra
+            else "Fill in the missing cells."
+        )
+        + " The row is skipped.",
+        row=row,
+        code="cell_count",
+    )
+
+
+def _unterminated_quote(text: str, delim: str) -> bool:
+    """True when the file ends inside a quoted cell (strict CSV reading runs out of data in the quote)."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim, strict=True)
+    try:
+        for _ in reader:
+            pass
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
 
 
 def _parse_jsonl(
@@ -313,16 +379,16 @@ def _parse_jsonl(
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            report.error(
-                f"This line is not valid JSON ({exc.msg} at character {exc.colno}). Each line must be one "
-                'JSON object, e.g. {"prompt": "...", "chosen": "...", "rejected": "..."}. The line is '
-                "skipped.",
+            report.damage(
+                f"This line is not valid JSON ({exc.msg}; character {exc.colno}), so the file looks cut off or "
+                'corrupt here. Each line must be one JSON object, e.g. {"prompt": "...", "chosen": "...", '
+                '"rejected": "..."}. The line is left out.',
                 row=lineno,
-                code="bad_json",
+                code="damaged_json",
             )
             continue
         if not isinstance(obj, dict):
-            report.error(
+            report.drop(
                 f"This line holds a JSON {type(obj).__name__}, not an object; each line must be one JSON "
                 'object like {"prompt": "...", ...}. The line is skipped.',
                 row=lineno,
@@ -364,7 +430,7 @@ def _parse_json_array(
     records = []
     for index, obj in enumerate(data, start=1):
         if not isinstance(obj, dict):
-            report.error(
+            report.drop(
                 f"This record is a JSON {type(obj).__name__}, not an object; it is skipped.", row=index, code="bad_json"
             )
             continue

@@ -122,6 +122,10 @@ class Issue:
         return f"{', '.join(where)}: {self.message}" if where else self.message
 
 
+INTACT_ROWS_HOW = ("tick 'Train on the intact rows' under the file, pass --intact-rows on the command line, or "
+                   "intact_rows=True in the API")
+
+
 @dataclass
 class FeedbackReport:
     """Everything :func:`read_feedback` learnt about a file.
@@ -130,6 +134,12 @@ class FeedbackReport:
     rejected; unpaired: prompt, completion, label as bool), then ``system`` / ``reference`` / metadata columns when
     the file had them, then ``row`` (where the row came from, in ``row_unit`` numbering). A prompt is a str or a
     list of ``{"role", "content"}`` dicts. ``data`` is empty whenever the file has a file-level error.
+
+    The verdict follows the words: every *error* blocks training (:attr:`trainable` is True only without one). A
+    row the checks drop is a *warning* (:meth:`drop`, counted in :attr:`dropped_rows`). Damage that suggests the
+    file itself is cut off or corrupt (:meth:`damage`: an unparseable JSON line, an unterminated quote, NUL bytes,
+    a short last row) is an error, unless the reader was asked for the intact rows (``intact_rows``), which turns it
+    into a warning: the intact rows are then trained on because the user said so.
     """
     format: Literal["paired", "unpaired"] | None = None
     rows_total: int = 0
@@ -142,6 +152,8 @@ class FeedbackReport:
     sha256: str | None = None
     row_unit: str = "row"
     data: pd.DataFrame = field(default_factory=pd.DataFrame)
+    intact_rows: bool = False  # the user chose to train on the intact rows of a damaged file
+    dropped_rows: list[int] = field(default_factory=list)  # rows the checks dropped (warnings), file order
 
     @property
     def errors(self) -> list[Issue]:
@@ -153,12 +165,29 @@ class FeedbackReport:
 
     @property
     def file_errors(self) -> list[Issue]:
-        """Errors that concern the whole file (no row): any of them makes the file unusable."""
-        return [i for i in self.issues if i.severity == "error" and i.row is None]
+        """Errors that concern the whole file (no row, not damage): any of them makes the file unusable."""
+        return [i for i in self.issues if i.severity == "error" and i.row is None and not is_damage(i.code)]
+
+    @property
+    def damage_issues(self) -> list[Issue]:
+        """The signs that the file is cut off or corrupt (errors, or warnings once the intact rows were chosen)."""
+        return [i for i in self.issues if is_damage(i.code)]
+
+    @property
+    def damaged(self) -> bool:
+        return bool(self.damage_issues)
 
     @property
     def trainable(self) -> bool:
-        return not self.file_errors and self.rows_usable >= MIN_ROWS.get(self.format or "", 1)
+        """True when no issue is an error (a row the checks dropped is a warning) and enough rows are usable."""
+        return not self.errors and self.rows_usable >= MIN_ROWS.get(self.format or "", 1)
+
+    @property
+    def intact_rows_available(self) -> bool:
+        """True when damage is the only thing that blocks training, so the intact rows could be trained on."""
+        errors = self.errors
+        return (bool(errors) and all(is_damage(i.code) for i in errors)
+                and self.rows_usable >= MIN_ROWS.get(self.format or "", 1))
 
     def _add(
         self, severity: Severity, message: str, *, row: int | None = None, column: str | None = None, code: str = ""
@@ -170,6 +199,43 @@ class FeedbackReport:
 
     def warn(self, message: str, **kw: Any) -> None:
         self._add("warning", message, **kw)
+
+    def drop(self, message: str, *, row: int, **kw: Any) -> None:
+        """A row the checks drop: a warning on that row (the rest of the file still trains)."""
+        self._add("warning", message, row=row, **kw)
+        if row not in self.dropped_rows:
+            self.dropped_rows.append(row)
+
+    def damage(self, message: str, *, code: str, row: int | None = None, **kw: Any) -> None:
+        """A sign that the file is cut off or corrupt: an error, or a warning when the intact rows were chosen.
+        ``code`` must start with ``damaged_``."""
+        assert is_damage(code), code
+        if self.intact_rows:
+            self._add("warning", message + " (You chose to train on the intact rows.)",
+                      row=row, code=code, **kw)
+        else:
+            self._add("error", message, row=row, code=code, **kw)
+        if row is not None and row not in self.dropped_rows:
+            self.dropped_rows.append(row)
+
+    def verdict(self) -> str:
+        """One line that says whether the file can be trained on, and why not; the CLI's exit code, the UI's Start
+        button and the API's ``trainable`` all follow :attr:`trainable`, and so do these words."""
+        n_err, n_warn = len(self.errors), len(self.warnings)
+        counts = f"{count_noun(n_err, 'error')}, {count_noun(n_warn, 'warning')}"
+        if self.trainable:
+            rows = f"{self.rows_usable} of {count_noun(self.rows_total, 'data row')}"
+            if self.damaged:
+                return (f"can be trained on the {rows} that are intact, as you chose; the file looks cut off or "
+                        f"corrupt ({counts}).")
+            return f"can be trained on ({rows} usable; {counts})."
+        if self.intact_rows_available:
+            first = self.damage_issues[0]
+            at = f" at {first.unit} {first.row}" if first.row is not None else ""
+            n = self.rows_usable
+            return (f"cannot be trained on as it is ({counts}): the file looks cut off or corrupt{at}. Fix the file, "
+                    f"or choose to train on the {n} intact {'row' if n == 1 else 'rows'}: {INTACT_ROWS_HOW}.")
+        return f"cannot be trained on ({counts}); fix the first error below."
 
     def summary(self, max_per_kind: int = 5) -> str:
         """A multi-line report for people: what was read, whether it can be trained on, then errors and warnings.
@@ -189,25 +255,24 @@ class FeedbackReport:
         else:
             lines.append("Format: not recognised")
         dropped = self.rows_total - self.rows_usable
-        lines.append(f"Rows: {count_noun(self.rows_total, 'data row')}, {self.rows_usable} usable, {dropped} dropped")
-        n_err, n_warn = len(self.errors), len(self.warnings)
-        if self.trainable:
-            lines.append(f"Result: can be trained on ({count_noun(n_err, 'error')}, {count_noun(n_warn, 'warning')}).")
-        else:
-            lines.append(
-                f"Result: cannot be trained on ({count_noun(n_err, 'error')}, {count_noun(n_warn, 'warning')}); "
-                "fix the first error below."
-            )
+        where = ""
+        if self.dropped_rows:
+            shown = ", ".join(str(r) for r in sorted(self.dropped_rows)[:10])
+            unit = self.row_unit + ("s" if len(self.dropped_rows) > 1 else "")
+            where = f" ({unit} {shown}{', …' if len(self.dropped_rows) > 10 else ''})"
+        lines.append(f"Rows: {count_noun(self.rows_total, 'data row')}, {self.rows_usable} usable, {dropped} "
+                     f"dropped{where}")
+        lines.append("Result: " + self.verdict())
         for title, issues in (("Errors", self.errors), ("Warnings", self.warnings)):
             if not issues:
                 continue
             lines.append(f"{title} ({len(issues)}):")
-            shown: dict[str, int] = {}
+            shown_per: dict[str, int] = {}
             hidden: dict[str, int] = {}
             for issue in issues:
                 key = issue.code or issue.message
-                if shown.get(key, 0) < max_per_kind:
-                    shown[key] = shown.get(key, 0) + 1
+                if shown_per.get(key, 0) < max_per_kind:
+                    shown_per[key] = shown_per.get(key, 0) + 1
                     lines.append(f"  - {issue}")
                 else:
                     hidden[key] = hidden.get(key, 0) + 1
@@ -216,6 +281,11 @@ class FeedbackReport:
         if any(i.row is not None for i in self.issues):
             lines.append(LINE_CONVENTION if self.row_unit == "line" else ROW_CONVENTION)
         return "\n".join(lines)
+
+
+def is_damage(code: str) -> bool:
+    """Whether an issue code is one of the signs that a file is cut off or corrupt (``FeedbackReport.damage``)."""
+    return code.startswith("damaged_")
 
 
 @dataclass(frozen=True)

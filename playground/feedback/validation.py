@@ -1,9 +1,9 @@
 """Checking what was read: which columns mean what, then each row, cell by cell, then duplicates.
 
-Rules: an *error* on a row drops that row; an error without a row (a file-level error) makes the file unusable.
-*Warnings* never drop anything except duplicate rows (the later copy is dropped). A file can be trained on
-(``FeedbackReport.trainable``) when it has no file-level error; a file-level error is added when fewer than
-``MIN_ROWS`` usable rows remain (paired: 1 pair, unpaired: 2 rows, which KTO's batch reference point needs).
+Rules: a row with a bad cell, a duplicate and the two rows of a contradiction are *dropped*, each with a warning
+on its row (``FeedbackReport.drop``); the rest trains. Every *error* blocks training: a column problem, too few
+usable rows (fewer than ``MIN_ROWS``: paired 1 pair, unpaired 2 rows, which KTO's batch reference point needs), or
+damage found while reading (``reading``). A file can be trained on (``FeedbackReport.trainable``) when it has no error.
 """
 
 from __future__ import annotations
@@ -334,12 +334,12 @@ def _check_row(
             out[canon] = _cell_value(canon, canon in REQUIRED[fmt], cells.get(col), fit_cell)
         except _BadCell as bad:
             # The row goes, but its other cells are still checked so that one pass reports all its problems.
-            report.error(bad.message, row=row, column=col, code=bad.code)
+            report.drop(bad.message, row=row, column=col, code=bad.code)
             ok = False
     if ok and fmt == "paired" and same_text(out["chosen"], out["rejected"]):
-        report.error(
-            "The chosen and rejected texts are identical, so the pair teaches nothing. Change one of "
-            "them or delete the row.",
+        report.drop(
+            "The chosen and rejected texts are identical, so the pair teaches nothing; the row is dropped. Change "
+            "one of them or delete the row.",
             row=row,
             column=mapping["rejected"],
             code="same_text",
@@ -456,7 +456,7 @@ def _check_enough_rows(report: FeedbackReport, fmt: str) -> None:
         need = "1 usable pair" if fmt == "paired" else "2 usable rows (KTO's reference point needs a batch)"
         report.error(
             f"Only {report.rows_usable} usable row{'s' if report.rows_usable != 1 else ''} left after "
-            f"dropping rows with errors; training needs at least {need}.",
+            f"dropping the rows the warnings list; training needs at least {need}.",
             code="too_few_rows",
         )
 
@@ -492,7 +492,7 @@ def _drop_duplicates(report: FeedbackReport, rows: list[dict[str, Any]]) -> list
         p, s = prompt_key(r["prompt"]), r.get("system", "")
         key = (p, r["chosen"], r["rejected"], s) if fmt == "paired" else (p, r["completion"], r["label"], s)
         if key in first_seen:
-            report.warn(
+            report.drop(
                 f"This {unit} repeats {unit} {first_seen[key]}; the copy is dropped.",
                 row=r["row"],
                 code="duplicate_row",
@@ -502,19 +502,21 @@ def _drop_duplicates(report: FeedbackReport, rows: list[dict[str, Any]]) -> list
         if fmt == "paired":
             other = (p, r["rejected"], r["chosen"], s)
             if other in first_seen:
-                report.error(
+                report.drop(
                     f"This {unit} swaps chosen and rejected compared with {unit} {first_seen[other]}, so the two "
                     "contradict each other; both are dropped. Keep the right one.",
                     row=r["row"],
                     code="contradiction",
                 )
                 bad.update({r["row"], first_seen[other]})
+                if first_seen[other] not in report.dropped_rows:
+                    report.dropped_rows.append(first_seen[other])
         else:
             seen = contradict.setdefault((p, r["completion"], s), {})
             seen.setdefault(r["label"], r["row"])
             if len(seen) == 2:
                 earlier = seen[not r["label"]]
-                report.error(
+                report.drop(
                     f"The same prompt and completion is labelled {'true' if not r['label'] else 'false'} "
                     f"in {unit} {earlier} and {'true' if r['label'] else 'false'} here; both are dropped. "
                     "Keep the right label.",
@@ -522,5 +524,7 @@ def _drop_duplicates(report: FeedbackReport, rows: list[dict[str, Any]]) -> list
                     code="contradiction",
                 )
                 bad.update({r["row"], earlier})
+                if earlier not in report.dropped_rows:
+                    report.dropped_rows.append(earlier)
         keep.append(r)
     return [r for r in keep if r["row"] not in bad]

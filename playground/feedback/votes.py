@@ -50,7 +50,7 @@ KIND_LABELS = {
     "thumbs_down": "👎 bad",
 }
 COLUMNS = ("id", "created", "kind", "prompt", "system", "variant_a", "answer_a", "variant_b", "answer_b")
-SESSION_PATTERN = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+SESSION_PATTERN = re.compile(r"^[A-Za-z0-9_-]{24,64}$")  # at least 96 bits as hex; the page makes 128-bit ids
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS votes (
@@ -81,9 +81,11 @@ def valid_session_id(session_id: Any) -> bool:
 class VoteStore:
     """Votes in ``<data_dir>/votes.sqlite3``. Thread-safe; every method opens and closes its own connection."""
 
-    def __init__(self, path: Path, max_chars: int = config.FEEDBACK.max_cell_chars):
+    def __init__(self, path: Path, max_chars: int = config.FEEDBACK.max_cell_chars,
+                 quotas: config.Quotas = config.QUOTAS):
         self.path = Path(path)
         self.max_chars = max_chars
+        self.quotas = quotas
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with closing(self._connect()) as conn, conn:
             conn.executescript(_SCHEMA)
@@ -129,12 +131,25 @@ class VoteStore:
             "answer_b": answer_b,
         }
         with closing(self._connect()) as conn, conn:
+            self._check_quota(conn, session_id)
             cursor = conn.execute(
                 "INSERT INTO votes (session, created, kind, prompt, system, variant_a, answer_a, variant_b, answer_b,"
                 " extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (session_id, *record.values(), json.dumps(extra, default=str)))
             record["id"] = cursor.lastrowid
         return {"id": record.pop("id"), **record}
+
+    def _check_quota(self, conn: sqlite3.Connection, session_id: str) -> None:
+        """VoteError when the session, or the server, holds as many votes as ``config.QUOTAS`` allows."""
+        mine = conn.execute("SELECT COUNT(*) FROM votes WHERE session = ?", (session_id,)).fetchone()[0]
+        if mine >= self.quotas.votes_per_session:
+            raise VoteError(f"This session has {mine:,} votes, the most one session may cast on this server "
+                            f"({self.quotas.votes_per_session:,}). Download them (Fine-tune, 'My votes'), train on "
+                            "them, or undo some.")
+        total = conn.execute("SELECT COUNT(*) FROM votes").fetchone()[0]
+        if total >= self.quotas.votes_total:
+            raise VoteError(f"This server holds {total:,} votes, its limit ({self.quotas.votes_total:,}); no more "
+                            "can be recorded. Download your votes to keep them.")
 
     def _text(self, value: Any) -> str:
         text = "" if value is None else str(value)

@@ -10,9 +10,12 @@ Every model call goes through ``serving.gpu_tasks`` (a GPU function on ZeroGPU, 
 from __future__ import annotations
 
 import logging
+import os
 import secrets
+import shutil
 import tempfile
 import threading
+import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,7 +40,7 @@ from playground.feedback import (
     read_heldout_pairs,
 )
 from playground.feedback.votes import VoteStore, to_unpaired_rows, valid_session_id, write_exports
-from playground.serving import gpu_tasks, zerogpu
+from playground.serving import gpu_tasks, quotas, zerogpu
 from playground.serving.settings import ServiceInputError
 from playground.training.data import choose_heldout
 from playground.training.jobs import Job, TrainingQueue
@@ -179,10 +182,11 @@ class Services:
         return load_precomputed(self.engine, self.heldout_pairs, self.inspect_cache, DEFAULT_DISK_CACHE)
 
     def inspect_dataset(self, kind: str, session_id: str | None = None,
-                        upload: str | Path | None = None) -> tuple[pd.DataFrame, str]:
+                        upload: str | Path | None = None, intact_rows: bool = False) -> tuple[pd.DataFrame, str]:
         """The data set Inspect scores, as a frame (paired, or unpaired for ``prepare_pairs`` to pair) and a label:
         ``kind`` "heldout" (the bundled pairs), "votes" (the session's votes) or "upload" (a file, read through the
-        same validation as a Fine-tune upload)."""
+        same validation as a Fine-tune upload, with the same verdict: usable exactly when it could be trained on;
+        ``intact_rows`` as there)."""
         if kind == "heldout":
             if self.heldout_pairs is None or len(self.heldout_pairs) == 0:
                 raise ServiceInputError("No bundled held-out pairs on this server (data/demo_pairs_heldout.csv is "
@@ -198,10 +202,9 @@ class Services:
             if not upload:
                 raise ServiceInputError("Choose a file to upload (paired: prompt, chosen, rejected; unpaired: "
                                         "prompt, completion, label).")
-            report = read_feedback(Path(upload))
-            if report.file_errors or report.data is None or len(report.data) == 0:
-                raise ServiceInputError("The file cannot be used: " + (report.file_errors[0].message
-                                                                      if report.file_errors else "no usable rows"))
+            report = read_feedback(Path(upload), intact_rows=intact_rows)
+            if not report.trainable:
+                raise ServiceInputError(unusable_message(report))
             return report.data.drop(columns=["row"], errors="ignore"), f"upload ({report.rows_usable} rows)"
         raise ServiceInputError(f"Unknown data set {kind!r}: use heldout, votes or upload.")
 
@@ -227,7 +230,8 @@ class Services:
         job and notes on what was done to the data.
         """
         if report is None or not report.trainable:
-            raise ServiceInputError("The data cannot be trained on: fix the errors in the validation report first.")
+            raise ServiceInputError("The data cannot be trained on: " + (unusable_message(report) if report else
+                                                                         "load a file first."))
         label = data_label or report.filename or "uploaded feedback"
         rows, heldout, measured_on, notes = self._heldout_split(report, label, train_config, heldout_fraction)
         frame, note = frame_for_method(rows, report.format, train_config.method)
@@ -247,7 +251,34 @@ class Services:
         prompts = [p for p in (probe_prompts or []) if isinstance(p, str) and p.strip()] or None
         job = self.queue.submit(frame, train_config, name, heldout=heldout, extra_meta=extra, owner=owner,
                                 probe_prompts=prompts)
-        return job, notes
+        return job, notes + self._make_room(job)
+
+    def _make_room(self, job: Job) -> list[str]:
+        """Evict the oldest user adapters so that the adapters of the jobs queued or running (which have no folder
+        yet) will fit ``config.QUOTAS``; the note that says which went."""
+        pending = {job.name for job in self.queue.jobs.values() if not job.finished}
+        room = sum(not (self.queue.adapters_root / name).exists() for name in pending)
+        try:
+            evicted = quotas.make_room_for_adapter(self.engine, self.queue.adapters_root, self.queue.quotas,
+                                                   room=room, is_busy=pending.__contains__)
+        except quotas.QuotaFull:
+            self.queue.cancel(job.id)  # it could not be saved: refused before it starts
+            raise
+        if evicted:
+            log.info("evicted user adapters for the quota: %s", evicted)
+        note = quotas.eviction_note(evicted, self.queue.quotas)
+        return [note] if note else []
+
+    def restart_training(self, job_id: str, owner: str) -> tuple[Job, list[str]]:
+        """Queue an interrupted or failed job of ``owner`` again, as it was (``TrainingQueue.restart``)."""
+        job = self.queue.get(job_id)
+        if job is None or job.owner != owner:
+            raise ServiceInputError("No training of yours to restart.")
+        try:
+            restarted = self.queue.restart(job_id, owner)
+        except ValueError as exc:
+            raise ServiceInputError(str(exc)) from None
+        return restarted, self._make_room(restarted)
 
     def _heldout_split(self, report: FeedbackReport, label: str, train_config: config.TrainConfig,
                        fraction: float | None) -> tuple[pd.DataFrame, pd.DataFrame | None, str, list[str]]:
@@ -268,14 +299,14 @@ class Services:
         is checked here too, so no id can name a folder outside the exports root."""
         if not valid_session_id(session_id):
             raise ServiceInputError("No valid session id: reload the page to start a session.")
-        server = sha256_bytes(str(self.data_dir.resolve()).encode())[:10]
-        return Path(tempfile.gettempdir()) / "dpo-kto-playground-exports" / server / session_id
+        return Path(tempfile.gettempdir()) / "dpo-kto-playground-exports" / self._server_key() / session_id
 
     def vote_exports(self, session_id: str) -> dict[str, Path]:
         """The session's votes written as ``votes_paired.csv`` and ``votes_unpaired.csv``; paths by format.
         Reading and writing happen under one lock, so concurrent votes never leave an older export on disk."""
         folder = self.exports_folder(session_id)
         with self._exports_lock:
+            _remove_older_siblings(folder, config.QUOTAS.upload_cache_seconds)  # other sessions' stale exports
             return write_exports(self.votes_for(session_id), folder)
 
     def votes_report(self, session_id: str, method: str) -> tuple[FeedbackReport, Path]:
@@ -284,11 +315,12 @@ class Services:
         path = self.vote_exports(session_id)["paired" if method == "dpo" else "unpaired"]
         return read_feedback(path), path
 
-    def job_view(self, job_id: str | None) -> dict[str, Any] | None:
-        """A JSON-friendly progress view of one job (None when unknown): status, phase, steps, ETA, queue position,
-        the history, the last per-sample terms and the held-out metrics once done."""
+    def job_view(self, job_id: str | None, owner: str | None = None) -> dict[str, Any] | None:
+        """A JSON-friendly progress view of one job (None when unknown, or when ``owner`` is given and did not start
+        it): status, phase, steps, ETA, queue position, the history, the last per-sample terms and the held-out
+        metrics once done."""
         job = self.queue.get(job_id) if job_id else None
-        if job is None:
+        if job is None or (owner is not None and job.owner != owner):
             return None
         snap = job.snapshot()
         last = snap["history"][-1] if snap["history"] else {}
@@ -329,16 +361,31 @@ class Services:
         return max(mine, key=lambda job: job.created) if mine else None
 
     def zip_adapter(self, name: str) -> Path:
-        """The adapter folder as a zip in a fresh temporary directory (regular files only, no links)."""
+        """The adapter folder as ``<name>.zip`` (regular files only, no links, not the pin file), in one folder per
+        server under the system temp dir: one zip per adapter name, replaced atomically, so downloads never pile
+        up on disk."""
         info = self.engine.adapters.get(name)
         if info is None:
             raise ServiceInputError(f"No adapter named {name!r} is attached.")
-        target = Path(tempfile.mkdtemp(prefix="adapter-zip-")) / f"{name}.zip"
-        with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            for path in sorted(Path(info.path).rglob("*")):
-                if path.is_file() and not path.is_symlink():
-                    archive.write(path, arcname=f"{name}/{path.relative_to(info.path)}")
-        return target
+        folder = Path(tempfile.gettempdir()) / "dpo-kto-playground-zips" / self._server_key()
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            with zipfile.ZipFile(tmp_name, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+                for path in sorted(Path(info.path).rglob("*")):
+                    if path.is_file() and not path.is_symlink() and path.name != config.QUOTAS.pin_file:
+                        archive.write(path, arcname=f"{name}/{path.relative_to(info.path)}")
+            target = folder / f"{name}.zip"
+            os.replace(tmp_name, target)
+            return target
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+
+    def _server_key(self) -> str:
+        """A short name for this server's data directory, to keep its temp files apart from another server's."""
+        return sha256_bytes(str(self.data_dir.resolve()).encode())[:10]
 
     def suggest_adapter_name(self, method: str) -> str:
         taken = self.queue.taken_names()
@@ -379,6 +426,25 @@ class Services:
         for record in records.values():
             record["this_device"] = record["device"] == here
         return sorted(records.values(), key=lambda r: (not r["this_device"], r["method"], r["name"]))
+
+
+def _remove_older_siblings(folder: Path, seconds: float) -> None:
+    """Delete the folders next to ``folder`` untouched for ``seconds`` (each session's exports are rewritten on
+    every export, so only abandoned ones age)."""
+    if not folder.parent.is_dir():
+        return
+    cutoff = time.time() - seconds
+    for sibling in folder.parent.iterdir():
+        try:
+            if sibling != folder and sibling.is_dir() and sibling.stat().st_mtime < cutoff:
+                shutil.rmtree(sibling, ignore_errors=True)
+        except OSError:
+            continue
+
+
+def unusable_message(report: FeedbackReport) -> str:
+    """Why a file cannot be used: its whole report, the same words the Fine-tune tab, the CLI and the API show."""
+    return "The file cannot be used.\n" + report.summary()
 
 
 @lru_cache(maxsize=1)

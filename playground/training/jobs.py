@@ -3,6 +3,10 @@
 Each job trains on a fresh copy of the base model (never the one serving generation), so generation stays
 responsive and no adapter state is shared. Progress is appended to ``runs/<job>/progress.jsonl`` every step, so a
 crash keeps the partial metrics; the adapter itself is saved atomically by ``saving.save_adapter_atomically``.
+The rows a job trains on are kept next to its record (``runs/<job>/rows.jsonl``), so a job a restart interrupted can
+be run again (:meth:`TrainingQueue.restart`). Job ids carry 128 random bits; one visitor (owner) may have
+``QUOTAS.trainings_per_visitor`` jobs queued or running, and the oldest finished run records are pruned past
+``QUOTAS.runs`` / ``QUOTAS.run_bytes``.
 Where the training runs is the queue's :class:`TrainingRunner`: in this process by default, or wherever
 ``playground.serving`` sends it (a forked GPU worker on ZeroGPU, which gets file-based hooks).
 """
@@ -13,10 +17,11 @@ import dataclasses
 import json
 import logging
 import re
+import secrets
+import shutil
 import threading
 import time
 import traceback
-import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pandas as pd
 
 from playground import config
-from playground.common.files import atomic_write_json, atomic_write_text
+from playground.common.files import atomic_write_json, atomic_write_text, folder_bytes, oldest_first_over
 from playground.common.numbers import json_safe
 from playground.engine.adapters import AdapterInfo
 from playground.training.data import count_steps, validate_train_config
@@ -42,7 +47,8 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,47}$")
 
 
 class QueueFull(RuntimeError):
-    """Too many trainings are waiting; the message says how many."""
+    """Too many trainings are waiting, or this visitor already has its share; the message says which and what to
+    do."""
 
 
 class AdapterNameError(ValueError):
@@ -157,12 +163,13 @@ class TrainingQueue:
 
     def __init__(self, engine: Engine, adapters_root: Path, runs_root: Path,
                  max_waiting: int = config.APP.max_training_queue, on_finished: Callable[[Job], None] | None = None,
-                 runner: TrainingRunner | None = None):
+                 runner: TrainingRunner | None = None, quotas: config.Quotas = config.QUOTAS):
         self.engine = engine
         self.runner: TrainingRunner = runner or InProcessRunner(engine)
         self.adapters_root = Path(adapters_root)
         self.runs_root = Path(runs_root)
         self.max_waiting = max_waiting
+        self.quotas = quotas
         self.on_finished = on_finished
         self.jobs: dict[str, Job] = {}
         self._waiting: deque[_Pending] = deque()
@@ -214,12 +221,19 @@ class TrainingQueue:
             if len(self._waiting) >= self.max_waiting:
                 raise QueueFull(f"{len(self._waiting)} trainings are already waiting (the limit is "
                                 f"{self.max_waiting}); try again when one has finished.")
-            job = Job(uuid.uuid4().hex[:12], name, train_config.method,
+            mine = [job for job in self.jobs.values() if owner is not None and job.owner == owner and not job.finished]
+            if len(mine) >= self.quotas.trainings_per_visitor:
+                raise QueueFull(f"You already have {len(mine)} training(s) queued or running (the limit is "
+                                f"{self.quotas.trainings_per_visitor} per visitor on this server); wait for it to "
+                                "finish or cancel it, then start the next.")
+            job = Job(secrets.token_hex(16), name, train_config.method,
                       count_steps(len(frame), train_config), owner=owner,
                       settings=json_safe(dataclasses.asdict(train_config)))
             self.jobs[job.id] = job
-            self._waiting.append(_Pending(job, frame, heldout, train_config, dict(extra_meta or {}), probe_prompts))
+            pending = _Pending(job, frame, heldout, train_config, dict(extra_meta or {}), probe_prompts)
             self._write_job(job)
+            _write_inputs(self.runs_root / job.id, pending)
+            self._waiting.append(pending)
             if self._worker is None or not self._worker.is_alive():
                 self._worker = threading.Thread(target=self._run_forever, name="trainer", daemon=True)
                 self._worker.start()
@@ -258,6 +272,35 @@ class TrainingQueue:
 
     def running(self) -> Job | None:
         return next((job for job in self.jobs.values() if job.status == "running"), None)
+
+    def restart(self, job_id: str, owner: str | None) -> Job:
+        """Queue an interrupted (or failed) job of ``owner`` again: the same rows, held-out pairs, settings and
+        name, as a new job. Raises QueueFull, AdapterNameError, or ValueError when there is nothing to restart."""
+        job = self.jobs.get(job_id)
+        if job is None or job.owner != owner:
+            raise ValueError("No training of yours to restart.")
+        if job.status not in ("interrupted", "failed"):
+            raise ValueError(f"Only an interrupted or failed training can be restarted (this one is {job.status}).")
+        try:
+            frame, heldout, extra, probes = _read_inputs(self.runs_root / job_id)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ValueError(f"The rows of {job.name} were not kept ({exc}); start it again from the data.") from None
+        return self.submit(frame, train_config_from_json(job.settings), job.name, heldout=heldout, extra_meta=extra,
+                           owner=owner, probe_prompts=probes)
+
+    def _prune_runs(self) -> list[str]:
+        """Remove the oldest finished run records past ``quotas.runs`` / ``quotas.run_bytes``; their ids."""
+        with self._lock:
+            finished = [job for job in self.jobs.values() if job.finished]
+            sizes = {job.id: folder_bytes(self.runs_root / job.id) for job in finished}
+            busy = len(self.jobs) - len(finished)
+            total = sum(folder_bytes(self.runs_root / job.id) for job in self.jobs.values() if not job.finished)
+            gone = oldest_first_over(((job.id, job.created, sizes[job.id]) for job in finished),
+                                     self.quotas.runs - busy, self.quotas.run_bytes - total)
+            for job_id in gone:
+                self.jobs.pop(job_id, None)
+                shutil.rmtree(self.runs_root / job_id, ignore_errors=True)
+        return gone
 
     # ---------------------------------------------------------------------------------------------------------------
     def _run_forever(self) -> None:
@@ -324,6 +367,9 @@ class TrainingQueue:
         finally:
             mirror_stop.set()
             self._write_job(job)
+            if job.status == "done":
+                (self.runs_root / job.id / ROWS_FILE).unlink(missing_ok=True)  # nothing left to restart
+            self._prune_runs()
             if self.on_finished:
                 self.on_finished(job)
 
@@ -442,6 +488,42 @@ def _mirror(job: Job, hooks: FileHooks, stop: threading.Event, every: float = 0.
         if job.cancel_event.is_set() and not hooks.cancel.is_set():
             hooks.cancel.set()
         _sync_from_files(job, hooks)
+
+
+ROWS_FILE = "rows.jsonl"  # what a job trains on, kept until it is done so an interrupted one can run again
+INPUTS_FILE = "inputs.json"  # its held-out pairs, probe prompts and meta
+
+
+def _write_inputs(run_dir: Path, pending: _Pending) -> None:
+    """The job's rows and the rest of what :meth:`TrainingQueue.restart` needs, written atomically."""
+    lines = [json.dumps(row, default=str, ensure_ascii=False) for row in pending.frame.to_dict("records")]
+    atomic_write_text(run_dir / ROWS_FILE, "\n".join(lines) + "\n")
+    heldout = None if pending.heldout is None else pending.heldout.to_dict("records")
+    atomic_write_json(run_dir / INPUTS_FILE, {"heldout": heldout, "extra_meta": pending.extra_meta,
+                                              "probe_prompts": pending.probe_prompts}, default=str)
+
+
+def _read_inputs(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame | None, dict[str, Any], list[Any] | None]:
+    rows = [json.loads(line) for line in (run_dir / ROWS_FILE).read_text(encoding="utf-8").splitlines() if line]
+    inputs = json.loads((run_dir / INPUTS_FILE).read_text(encoding="utf-8"))
+    heldout = None if inputs["heldout"] is None else pd.DataFrame(inputs["heldout"])
+    return pd.DataFrame(rows), heldout, dict(inputs["extra_meta"]), inputs["probe_prompts"]
+
+
+def train_config_from_json(settings: dict[str, Any], template: Any = config.TRAIN) -> Any:
+    """The TrainConfig (or nested settings dataclass) that ``dataclasses.asdict`` turned into ``settings``: fields
+    missing from ``settings`` keep ``template``'s value, lists become tuples where the template has a tuple."""
+    values = {}
+    for f in dataclasses.fields(template):
+        if f.name not in settings:
+            continue
+        current, value = getattr(template, f.name), settings[f.name]
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            value = train_config_from_json(value, current)
+        elif isinstance(current, tuple) and isinstance(value, list):
+            value = tuple(value)
+        values[f.name] = value
+    return dataclasses.replace(template, **values)
 
 
 def _read_progress(path: Path) -> list[dict[str, float]]:

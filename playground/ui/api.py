@@ -34,13 +34,21 @@ def _uploaded_path(file: Any) -> Path:
     return path
 
 
-def _report(file: dict | None, csv_text: str, filename: str) -> FeedbackReport:
+def _report(file: dict | None, csv_text: str, filename: str, intact_rows: bool) -> FeedbackReport:
     if file:
         path = _uploaded_path(file)
-        return feedback.read_feedback(path, filename=file.get("orig_name") or path.name)
+        return feedback.read_feedback(path, filename=file.get("orig_name") or path.name, intact_rows=intact_rows)
     if csv_text and csv_text.strip():
-        return feedback.read_feedback(csv_text.encode("utf-8"), filename=filename or "upload.csv")
+        return feedback.read_feedback(csv_text.encode("utf-8"), filename=filename or "upload.csv",
+                                      intact_rows=intact_rows)
     raise gr.Error("Pass a file (handle_file) or csv_text.")
+
+
+def caller(request: gr.Request | None) -> str:
+    """The owner name of an API caller's jobs: one per ``gradio_client.Client`` (its session hash), so the limit of
+    trainings per visitor holds per client."""
+    session = getattr(request, "session_hash", None) if request is not None else None
+    return f"{API_OWNER}-{session}" if session else API_OWNER
 
 
 def report_dict(report: FeedbackReport) -> dict:
@@ -48,6 +56,10 @@ def report_dict(report: FeedbackReport) -> dict:
     preview = report.data.drop(columns=["row"], errors="ignore").head(5)
     return {
         "trainable": bool(report.trainable),
+        "verdict": report.verdict(),
+        "damaged": report.damaged,
+        "intact_rows_available": report.intact_rows_available,
+        "dropped_rows": sorted(report.dropped_rows),
         "format": report.format,
         "rows_total": int(report.rows_total),
         "rows_usable": int(report.rows_usable),
@@ -88,28 +100,34 @@ class Endpoints:
         """Every variant that can generate: base, then the attached adapters (shipped and trained)."""
         return self.services.variant_names()
 
-    def validate(self, file: dict | None = None, csv_text: str = "", filename: str = "upload.csv") -> dict:
-        """Validate a feedback file (handle_file) or CSV text: format, usable rows, errors, warnings, preview."""
-        return report_dict(_report(file, csv_text, filename))
+    def validate(self, file: dict | None = None, csv_text: str = "", filename: str = "upload.csv",
+                 intact_rows: bool = False) -> dict:
+        """Validate a feedback file (handle_file) or CSV text: trainable, verdict, format, usable rows, errors,
+        warnings, preview. A file that looks cut off or corrupt is not trainable unless intact_rows=True (its intact
+        rows, as the verdict says)."""
+        return report_dict(_report(file, csv_text, filename, bool(intact_rows)))
 
     def train_start(self, file: dict | None = None, method: str = "dpo", name: str = "",
                     hyperparameters: dict | None = None, csv_text: str = "", filename: str = "upload.csv",
-                    heldout_share: float | None = None, probe_prompts: list[str] | None = None) -> dict:
+                    heldout_share: float | None = None, probe_prompts: list[str] | None = None,
+                    intact_rows: bool = False, request: gr.Request = None) -> dict:
         """Queue a DPO or KTO LoRA training on a feedback file; returns {"job_id", "name", "total_steps",
         "position", "notes"}. hyperparameters: beta, learning_rate, steps, epochs, batch_size, max_length,
         desirable_weight, undesirable_weight, lora_r, lora_alpha, lora_dropout, seed, warmup_ratio, sft_weight,
         early_stop, drift_budget (defaults: ``config.TRAIN``, the same as the page's). heldout_share: the share of
         the file's prompts kept out of training and measured on (default ``config.TRAIN.held_out_fraction`` for
         files of at least ``held_out_min_rows`` rows; 0 keeps none). probe_prompts: the prompts the adapter answers
-        during the run (default: the held-out rows' first prompts)."""
+        during the run (default: the held-out rows' first prompts). intact_rows: train on the intact rows of a
+        file that looks cut off or corrupt (see /validate's verdict). One training queued or running per API client
+        (``config.QUOTAS``)."""
         services = self.services
-        report = _report(file, csv_text, filename)
+        report = _report(file, csv_text, filename, bool(intact_rows))
         if not report.trainable:
             raise gr.Error("The file cannot be trained on:\n" + report.summary())
         try:
             train_config = train_config_from({**(hyperparameters or {}), "method": method})
             job, notes = services.start_training(report, train_config, name or services.suggest_adapter_name(
-                train_config.method), owner=API_OWNER,
+                train_config.method), owner=caller(request),
                 heldout_fraction=None if heldout_share is None else float(heldout_share),
                 data_label=(file or {}).get("orig_name") or filename, probe_prompts=probe_prompts)
         except (ServiceInputError, AdapterNameError, TrainingInputError, QueueFull, ValueError) as exc:
@@ -119,21 +137,23 @@ class Endpoints:
 
     def train_status(self, job_id: str) -> dict:
         """A job's status (queued/running/done/failed/cancelled/interrupted), phase, steps, ETA, queue position,
-        history of per-step metrics, and the held-out metrics once done."""
-        view = self.services.job_view(job_id)
-        if view is None:
-            raise gr.Error(f"No training job {job_id!r}.")
+        history of per-step metrics, and the held-out metrics once done. The job id (128 random bits, returned by
+        /train_start to its caller only) is what gives access; a page's jobs are not reachable here."""
+        view = self._api_job_view(job_id)
         view.pop("owner", None)
         return view
 
+    def _api_job_view(self, job_id: str) -> dict:
+        view = self.services.job_view(str(job_id or ""))
+        if view is None or not str(view.get("owner") or "").startswith(API_OWNER):
+            raise gr.Error(f"No training job {job_id!r} was started through the API.")
+        return view
+
     def train_cancel(self, job_id: str) -> dict:
-        """Cancel a job started through the API: at once while queued, before its next step while running."""
+        """Cancel a job started through the API (whoever holds its id): at once while queued, before its next step
+        while running."""
+        self._api_job_view(job_id)
         queue = self.services.queue
-        job = queue.get(job_id)
-        if job is None:
-            raise gr.Error(f"No training job {job_id!r}.")
-        if job.owner != API_OWNER:
-            raise gr.Error("Only jobs started through the API can be cancelled through it.")
         cancelled = queue.cancel(job_id)
         return {"job_id": job_id, "cancelled": bool(cancelled), "status": queue.get(job_id).status}
 

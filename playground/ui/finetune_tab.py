@@ -52,13 +52,14 @@ def report_markdown(report, extra_note: str = "") -> str:
     nothing from the file is rendered as Markdown)."""
     if report is None:
         return "Choose a file, your votes, or an example to see its validation report."
+    # the headline is the report's own verdict (the words the CLI prints and the API returns); Start follows it
+    verdict = html.escape(report.verdict())
     if report.trainable:
-        head = (f"**✅ Ready to train:** {report.format} data, {report.rows_usable} of {report.rows_total} rows "
-                f"usable" + (f", {len(report.warnings)} warning(s) (they do not block training)."
-                             if report.warnings else "."))
+        head = f"**✅ Ready to train:** {report.format} data {verdict}"
+    elif report.intact_rows_available:
+        head = f"**⛔ Looks cut off or corrupt:** this file {verdict}"
     else:
-        head = (f"**⛔ Cannot train on this yet:** {len(report.errors)} error(s). Errors on a row drop that row; "
-                "an error about the whole file blocks Start until it is fixed.")
+        head = f"**⛔ Cannot train on this yet:** this file {verdict}"
     details = report.summary().replace("```", "'''")
     note = f"\n\n{extra_note}" if extra_note else ""
     return f"{head}{note}\n\n```text\n{details}\n```"
@@ -159,7 +160,8 @@ def result_markdown(view: dict | None) -> str:
         return {"failed": "### ⛔ The training failed\nNothing was saved. " + html.escape(view.get("error") or ""),
                 "cancelled": f"### ✋ Cancelled after {view['steps_done']} steps\nNothing was saved.",
                 "interrupted": "### ⚠️ Interrupted by a server restart\nThe partial curves are kept; no adapter "
-                               "was saved."}[view["status"]]
+                               "was saved. **Run this training again** queues it on the same rows with the same "
+                               "settings."}[view["status"]]
     held = view.get("heldout_metrics") or {}
     lines = [f"### ✅ {html.escape(view['name'])} is ready",
              "It is attached to the model: tick it on the **Compare** tab (and pick it on **Inspect**)."]
@@ -283,7 +285,7 @@ def _probe_cell(answer: dict) -> str:
 def _data_state(report, path: Path, label: str) -> dict[str, Any]:
     state: dict[str, Any] = {"path": str(path), "label": label, "format": report.format,
                              "trainable": bool(report.trainable), "rows_for": {}, "note_for": {},
-                             "kto_counts": [0, 0]}
+                             "kto_counts": [0, 0], "intact_rows": bool(report.intact_rows)}
     if report.trainable:
         for method in ("dpo", "kto"):
             try:
@@ -296,20 +298,21 @@ def _data_state(report, path: Path, label: str) -> dict[str, Any]:
     return state
 
 
-def _read(services: Services, source, upload, example, session_id, method):
+def _read(services: Services, source, upload, example, session_id, method, intact_rows=False):
     """(report, path, label, extra note) of the chosen source, or (None, None, None, note) when nothing is chosen."""
     if source == SOURCE_UPLOAD:
         if not upload:
             return None, None, None, "Upload a CSV, TSV or JSON Lines file (prompt,chosen,rejected or " \
                                      "prompt,completion,label)."
         path = Path(upload)
-        return feedback.read_feedback(path), path, path.name, ""
+        return feedback.read_feedback(path, intact_rows=bool(intact_rows)), path, path.name, ""
     if source == SOURCE_EXAMPLE:
         files = {p.name: p for p in services.example_files()}
         if example not in files:
             return None, None, None, "Pick an example file."
         path = files[example]
-        return feedback.read_feedback(path), path, f"data/examples/{path.name}", ""
+        return (feedback.read_feedback(path, intact_rows=bool(intact_rows)), path, f"data/examples/{path.name}",
+                "")
     if not votes.valid_session_id(session_id):
         return None, None, None, "No session yet: reload the page."
     report, path = services.votes_report(session_id, method)
@@ -319,29 +322,35 @@ def _read(services: Services, source, upload, example, session_id, method):
     return report, path, f"your votes ({len(frame)})", note
 
 
-def load_data(services: Services, source, upload, example, session_id, method_label):
-    """Validate the chosen data: (data state, report, preview, Start button, plan, upload/example visibility)."""
+def load_data(services: Services, source, upload, example, session_id, method_label, intact_rows=False):
+    """Validate the chosen data: (data state, report, preview, Start button, upload/example visibility, the
+    'Train on the intact rows' box: shown only for a file that looks cut off or corrupt)."""
     method = METHODS.get(method_label, config.TRAIN.method)
-    report, path, label, note = _read(services, source, upload, example, session_id, method)
+    report, path, label, note = _read(services, source, upload, example, session_id, method, intact_rows)
     state = _data_state(report, path, label) if report is not None else None
     preview = preview_frame(report)
+    damaged = report is not None and report.damaged
     return (state, report_markdown(report, note) if report is not None else note,
             gr.update(value=preview, column_widths=preview_widths(preview)),
             gr.update(interactive=bool(state and state["trainable"])),
-            gr.update(visible=source == SOURCE_UPLOAD), gr.update(visible=source == SOURCE_EXAMPLE))
+            gr.update(visible=source == SOURCE_UPLOAD), gr.update(visible=source == SOURCE_EXAMPLE),
+            gr.update(visible=damaged, value=bool(intact_rows) and damaged,
+                      label=f"Train on the {report.rows_usable} intact rows" if damaged else "Train on the intact "
+                      "rows"))
 
 
 def send_votes(services: Services, session_id, method_label):
     """Compare tab's 'Send to Fine-tune': select the votes as the data source and validate them."""
-    loaded = load_data(services, SOURCE_VOTES, None, None, session_id, method_label)
+    loaded = load_data(services, SOURCE_VOTES, None, None, session_id, method_label, False)
     return (gr.update(value=SOURCE_VOTES), *loaded, gr.update(selected="finetune"))
 
 
-def reload_votes_for_method(services: Services, source, upload, example, session_id, method_label):
+def reload_votes_for_method(services: Services, source, upload, example, session_id, method_label,
+                            intact_rows=False):
     """The votes' export depends on the method (pairs for DPO, labelled answers for KTO): reload on a switch."""
     if source != SOURCE_VOTES:
-        return (gr.skip(),) * 6
-    return load_data(services, source, upload, example, session_id, method_label)
+        return (gr.skip(),) * 7
+    return load_data(services, source, upload, example, session_id, method_label, intact_rows)
 
 
 def method_changed(method_label):
@@ -360,7 +369,7 @@ FORM_FIELDS = ("method", "name", "heldout_share", "probe_prompts", "beta", "lear
 HYPERPARAMETERS = FORM_FIELDS[4:]
 # What the run view shows, by name; handlers return a dict of some of them (the rest stay as they are).
 RUN_OUTPUTS = ("job_state", "timer", "status", "progress", "curves", "timeline", "advice", "start", "cancel", "result",
-               "before_after", "answers", "zip", "seen", "adapters_changed", "name")
+               "before_after", "answers", "zip", "seen", "adapters_changed", "name", "restart")
 
 
 @dataclass
@@ -413,13 +422,29 @@ def start_training(services: Services, session_id: str, data: dict | None, form:
         train_config = train_config_from(values)
         if train_config.method == "kto":
             _warn_outside_kto_band(data, train_config)
-        report = feedback.read_feedback(Path(data["path"]))
+        report = feedback.read_feedback(Path(data["path"]), intact_rows=bool(data.get("intact_rows")))
         job, notes = services.start_training(report, train_config, form.get("name") or "", owner=session_id,
                                              heldout_fraction=float(form.get("heldout_share") or 0.0),
                                              data_label=data["label"], probe_prompts=probe_prompts)
     except (ServiceInputError, AdapterNameError, TrainingInputError, QueueFull, ValueError) as exc:
         raise gr.Error(str(exc)) from exc
-    view = services.job_view(job.id)
+    return _submitted(services, session_id, job, notes)
+
+
+def restart_training(services: Services, session_id: str, job_id) -> dict[str, Any]:
+    """Run an interrupted (or failed) training of this browser again, with its rows and settings as they were."""
+    if not votes.valid_session_id(session_id):
+        raise gr.Error("The page has no session yet: wait a second after loading, or reload the page.")
+    try:
+        job, notes = services.restart_training(str(job_id or ""), session_id)
+    except (ServiceInputError, AdapterNameError, TrainingInputError, QueueFull) as exc:
+        raise gr.Error(str(exc)) from exc
+    return _submitted(services, session_id, job, notes)
+
+
+def _submitted(services: Services, session_id: str, job, notes: list[str]) -> dict[str, Any]:
+    """The run view of a job just queued (by Start or Restart)."""
+    view = services.job_view(job.id, session_id)
     gr.Info(f"Training {job.name} submitted: {job.total_steps} steps.", duration=3)
     note = " ".join(notes)
     return {"job_state": job.id, "timer": gr.Timer(active=True),
@@ -429,7 +454,7 @@ def start_training(services: Services, session_id: str, data: dict | None, form:
             "cancel": gr.update(interactive=True), "result": "",
             "before_after": plots.empty_figure("Held-out metrics appear here when the training finishes."),
             "answers": answers_frame(None), "zip": gr.update(value=None, visible=False),
-            "seen": {"job": job.id, "steps": 0, "probes": 0, "final": False}}
+            "restart": gr.update(visible=False), "seen": {"job": job.id, "steps": 0, "probes": 0, "final": False}}
 
 
 def _curves(view: dict) -> Any:
@@ -438,11 +463,12 @@ def _curves(view: dict) -> Any:
                                         view.get("stop") or kept, (view.get("drift_budget") or 0.0))
 
 
-def poll_job(services: Services, job_id, seen, typed_name=None) -> dict[str, Any]:
+def poll_job(services: Services, job_id, seen, typed_name=None, session_id=None) -> dict[str, Any]:
     """One timer tick: the run view's new values by name (see :data:`RUN_OUTPUTS`). Curves and the probe timeline
     are re-sent only when they changed, the final outputs once. When a run is done and the name box still holds its
-    (now taken) name, a fresh name is suggested."""
-    view = services.job_view(job_id)
+    (now taken) name, a fresh name is suggested. A job another browser started reads as no job (the page passes its
+    ``session_id``; None, in tests, skips the check)."""
+    view = services.job_view(job_id, session_id) if session_id is not None else services.job_view(job_id)
     if view is None:
         return {"status": "No training yet.", "progress": progress_html(None), "seen": seen,
                 "timer": gr.Timer(active=False)}
@@ -466,7 +492,8 @@ def poll_job(services: Services, job_id, seen, typed_name=None) -> dict[str, Any
     out.update(seen=seen, timer=gr.Timer(active=False), start=gr.update(interactive=True),
                cancel=gr.update(interactive=False), result=result_markdown(view), before_after=before_after(view),
                answers=answers_frame(view.get("answers_eval")), zip=gr.update(value=None, visible=False),
-               adapters_changed=f"{view['name']}:{view['status']}")
+               adapters_changed=f"{view['name']}:{view['status']}",
+               restart=gr.update(visible=view["status"] in ("interrupted", "failed")))
     if view["status"] == "done" and view["name"] in services.engine.adapters:
         out["zip"] = gr.update(value=str(services.zip_adapter(view["name"])), visible=True,
                                label=f"Download {view['name']}.zip")
@@ -477,10 +504,8 @@ def poll_job(services: Services, job_id, seen, typed_name=None) -> dict[str, Any
 
 def cancel_training(services: Services, session_id, job_id):
     job = services.queue.get(job_id) if job_id else None
-    if job is None or job.finished:
-        raise gr.Error("No running training to cancel.")
-    if job.owner not in (session_id, None):
-        raise gr.Error("This training was started from another browser.")
+    if job is None or job.finished or job.owner != session_id:
+        raise gr.Error("No running training of yours to cancel.")
     services.queue.cancel(job_id)
     gr.Info("Cancelling: the training stops before its next step.", duration=4)
     return status_markdown(services.job_view(job_id))
@@ -490,10 +515,9 @@ def push_to_hub(services: Services, session_id, job_id, repo_id, token):
     """Push this browser's finished adapter to a hub model repo: (note, token box). The token is used for this one
     call and cleared from the box on success; it is never stored or logged."""
     job = services.queue.get(job_id) if job_id else None
-    if job is None or job.status != "done" or job.name not in services.engine.adapters:
+    if (job is None or job.owner != session_id or job.status != "done"
+            or job.name not in services.engine.adapters):
         raise gr.Error("Train an adapter first: the push sends the adapter this page trained (status done).")
-    if job.owner not in (session_id, None):
-        raise gr.Error("This adapter was trained from another browser.")
     try:
         url = hub.push_adapter(services.engine.adapters[job.name].path, repo_id, token)
     except hub.HubError as exc:
@@ -510,7 +534,7 @@ def reattach(services: Services, session_id, job_id) -> dict[str, Any]:
     if job is None:
         return {"job_state": None, "timer": gr.Timer(active=False), "status": "No training yet.",
                 "progress": progress_html(None), "seen": None}
-    out = poll_job(services, job.id, None)
+    out = poll_job(services, job.id, None, None, session_id)
     out.pop("adapters_changed", None)
     out.pop("name", None)
     return {**out, "job_state": job.id}
@@ -549,11 +573,14 @@ def _data_column(services: Services) -> dict[str, gr.components.Component]:
     gr.Markdown("Paired (DPO): `prompt,chosen,rejected`. Unpaired (KTO): `prompt,completion,label` with "
                 "labels like true/false or 👍/👎. Optional: `system`. The same columns as TRL's datasets.",
                 elem_classes=["pg-note"])
+    intact_rows = gr.Checkbox(False, label="Train on the intact rows", visible=False, elem_id="pg-ft-intact",
+                              info="The file looks cut off or corrupt; tick to train on the rows that are intact.")
     report = gr.Markdown("Choose a file, your votes, or an example to see its validation report.",
                          elem_id="pg-ft-report")
     preview = gr.Dataframe(preview_frame(None), label="Preview (first rows, as they will be trained on)",
                            interactive=False, wrap=True, max_height=320, elem_id="pg-ft-preview")
-    return {"source": source, "upload": upload, "example": example, "report": report, "preview": preview}
+    return {"source": source, "upload": upload, "example": example, "report": report, "preview": preview,
+            "intact_rows": intact_rows}
 
 
 def _settings_column(services: Services) -> tuple[TrainingForm, dict[str, gr.components.Component]]:
@@ -604,8 +631,9 @@ def _settings_column(services: Services) -> tuple[TrainingForm, dict[str, gr.com
     with gr.Row():
         start = gr.Button("Start training", variant="primary", interactive=False, elem_id="pg-ft-start")
         cancel = gr.Button("Cancel", variant="stop", interactive=False, elem_id="pg-ft-cancel")
+        restart = gr.Button("Run this training again", visible=False, elem_id="pg-ft-restart")
     assert set(w) == set(FORM_FIELDS)
-    return TrainingForm(w), {"plan": plan, "start": start, "cancel": cancel}
+    return TrainingForm(w), {"plan": plan, "start": start, "cancel": cancel, "restart": restart}
 
 
 def _progress_and_result() -> dict[str, gr.components.Component]:
@@ -656,12 +684,13 @@ def build_finetune_tab(services: Services, session: gr.BrowserState, job_state: 
     timer = gr.Timer(config.APP.poll_seconds, active=False)
     method, name = form["method"], form["name"]
 
-    data_outputs = [data_state, d["report"], d["preview"], c["start"], d["upload"], d["example"]]
-    data_inputs = [d["source"], d["upload"], d["example"], session, method]
+    data_outputs = [data_state, d["report"], d["preview"], c["start"], d["upload"], d["example"], d["intact_rows"]]
+    data_inputs = [d["source"], d["upload"], d["example"], session, method, d["intact_rows"]]
     load = partial(load_data, services)
     d["source"].input(load, data_inputs, data_outputs, api_name=False)
     d["upload"].change(load, data_inputs, data_outputs, api_name=False)
     d["example"].input(load, data_inputs, data_outputs, api_name=False)
+    d["intact_rows"].input(load, data_inputs, data_outputs, api_name=False)
     method.input(partial(reload_votes_for_method, services), data_inputs, data_outputs, api_name=False)
     method.change(method_changed, [method], [form["desirable_weight"], form["undesirable_weight"]], api_name=False,
                   queue=False)
@@ -683,11 +712,14 @@ def build_finetune_tab(services: Services, session: gr.BrowserState, job_state: 
     c["start"].click(lambda data: as_outputs(start_training(services, data[session], data[data_state],
                                                             form.read(data))),
                      {session, data_state, *form.inputs()}, run_outputs, api_name=False, concurrency_limit=None)
-    timer.tick(lambda job_id, seen_, typed: as_outputs(poll_job(services, job_id, seen_, typed)),
-               [job_state, seen, name], run_outputs, api_name=False, concurrency_limit=None, show_progress="hidden")
+    timer.tick(lambda job_id, seen_, typed, sid: as_outputs(poll_job(services, job_id, seen_, typed, sid or "")),
+               [job_state, seen, name, session], run_outputs, api_name=False, concurrency_limit=None,
+               show_progress="hidden")
     c["cancel"].click(partial(cancel_training, services), [session, job_state], [r["status"]], api_name=False,
                       concurrency_limit=None)
     r["hub_button"].click(partial(push_to_hub, services), [session, job_state, r["hub_repo"], r["hub_token"]],
                           [r["hub_note"], r["hub_token"]], api_name=False, concurrency_limit=1,
                           concurrency_id="hub-push")
+    c["restart"].click(lambda sid, job_id: as_outputs(restart_training(services, sid, job_id)), [session, job_state],
+                       run_outputs, api_name=False, concurrency_limit=None)
     return FinetuneTab(d["source"], method, data_outputs, timer, run_outputs, adapters_changed, c["start"], name)

@@ -202,11 +202,13 @@ def _default_view(variants: list[str]) -> str:
 DATA_KINDS = {DATA_HELDOUT: "heldout", DATA_VOTES: "votes", DATA_UPLOAD: "upload"}
 
 
-def load_dataset(services: Services, choice: str, upload: Any, session_id: str | None) -> tuple[pd.DataFrame, str]:
-    """The data set the radio names, as a frame and a label (``Services.inspect_dataset``)."""
+def load_dataset(services: Services, choice: str, upload: Any, session_id: str | None,
+                 intact_rows: bool = False) -> tuple[pd.DataFrame, str]:
+    """The data set the radio names, as a frame and a label (``Services.inspect_dataset``: an upload gets the same
+    report and verdict as on Fine-tune)."""
     path = upload if isinstance(upload, str) or upload is None else getattr(upload, "name", None) or upload.get("path")
     try:
-        return services.inspect_dataset(DATA_KINDS.get(choice, str(choice)), session_id, path)
+        return services.inspect_dataset(DATA_KINDS.get(choice, str(choice)), session_id, path, bool(intact_rows))
     except ServiceInputError as exc:
         raise gr.Error(str(exc)) from None
 
@@ -321,6 +323,8 @@ def build_inspect_tab(services: Services, session: gr.BrowserState) -> InspectTa
                                label="Data set")
             upload = gr.File(label="Feedback file (CSV, TSV, JSONL, JSON)", visible=False,
                              file_types=[".csv", ".tsv", ".jsonl", ".json"])
+            intact_rows = gr.Checkbox(False, label="Use the intact rows of a file that looks cut off",
+                                      visible=False, elem_id="pg-in-intact")
         with gr.Column(scale=2):
             names = services.variant_names()
             adapters = gr.Dropdown(names, value=names, multiselect=True, label="Variants to score",
@@ -341,7 +345,7 @@ def build_inspect_tab(services: Services, session: gr.BrowserState) -> InspectTa
 
     def score(data, progress=gr.Progress()):
         settings = settings_of(data)
-        frame, what = load_dataset(services, data[dataset], data[upload], data[session])
+        frame, what = load_dataset(services, data[dataset], data[upload], data[session], data[intact_rows])
         wanted = [v for v in (data[adapters] or []) if v in services.variant_names()] or [config.BASE_VARIANT]
         try:
             scores = services.score_dataset(frame, wanted, lambda f, m: progress(f, desc=m))
@@ -367,8 +371,9 @@ def build_inspect_tab(services: Services, session: gr.BrowserState) -> InspectTa
         return gr.update(choices=services.variant_names())
 
     setting_inputs = set(widgets.values())
-    dataset.change(lambda c: gr.update(visible=c == DATA_UPLOAD), [dataset], [upload], api_name=False, queue=False)
-    score_button.click(score, {dataset, upload, adapters, session, *setting_inputs},
+    dataset.change(lambda c: (gr.update(visible=c == DATA_UPLOAD),) * 2, [dataset], [upload, intact_rows],
+                   api_name=False, queue=False)
+    score_button.click(score, {dataset, upload, intact_rows, adapters, session, *setting_inputs},
                        [scores_state, selected_state, view, status, *render_outputs], api_name=False,
                        concurrency_limit=1, concurrency_id="inspect-score")
     redraw_inputs = {scores_state, view, selected_state, *setting_inputs}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import logging
 import os
-import uuid
+import secrets
 from functools import partial
 
 import gradio as gr
@@ -42,11 +42,13 @@ def header_markdown(services: Services) -> str:
 
 def init_session(session_id):
     """The browser's session id: the stored one when valid, else a new random one (stored by the browser)."""
-    return session_id if votes.valid_session_id(session_id) else uuid.uuid4().hex
+    return session_id if votes.valid_session_id(session_id) else secrets.token_hex(16)
 
 
 def build_app(services: Services) -> gr.Blocks:
-    with gr.Blocks(title=TITLE) as demo:
+    # Gradio keeps a copy of every upload; copies older than the quota's age are deleted, checked as often
+    cache_age = config.QUOTAS.upload_cache_seconds
+    with gr.Blocks(title=TITLE, delete_cache=(cache_age, cache_age)) as demo:
         session = gr.BrowserState(None, storage_key=config.APP.session_storage_key, secret=services.secret)
         job_state = gr.BrowserState(None, storage_key=config.APP.session_storage_key + "-job",
                                     secret=services.secret)

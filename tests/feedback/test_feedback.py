@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import pandas as pd
 import pytest
-from bad_file_table import BAD, BAD_FILES
+from bad_file_table import BAD, BAD_FILES, DAMAGED_FILES
 
 from playground.cli.feedback_check import main  # noqa: E402
 from playground.common.files import sha256_bytes, sha256_file  # noqa: E402
@@ -151,9 +151,10 @@ def test_quoted_multiline_cell_keeps_spreadsheet_row_numbers():
     text = 'prompt,chosen,rejected\n"Line one\nline two",Yes.,No.\nHi?,Hello!,Hello!\n'
     r = read(text)
     assert r.data["prompt"][0] == "Line one\nline two"
-    assert [str(i) for i in r.errors] == [
-        "Row 3, column 'rejected': The chosen and rejected texts are identical, so the pair teaches nothing. "
-        "Change one of them or delete the row."
+    assert not r.errors and r.trainable and r.dropped_rows == [3]
+    assert [str(i) for i in r.warnings] == [
+        "Row 3, column 'rejected': The chosen and rejected texts are identical, so the pair teaches nothing; the "
+        "row is dropped. Change one of them or delete the row."
     ]
 
 
@@ -215,9 +216,37 @@ def test_bad_file(name):
     assert r.trainable is trainable, r.summary()
     if not trainable and r.file_errors:
         assert r.data.empty
+    # the words and the verdict agree: every error blocks, and the Result line says what `trainable` says
+    assert r.trainable is (not r.errors), r.summary()
+    result = next(line for line in r.summary().splitlines() if line.startswith("Result: "))
+    assert result.startswith("Result: can be trained on") is trainable, result
+    if severity == "warning" and all(i.row is not None for i in matching) and code != "formula":
+        assert {i.row for i in matching} <= set(r.dropped_rows), r.summary()  # a row warning here drops its row
     # the same bytes uploaded without a path give the same verdict
     again = read_feedback((BAD / name).read_bytes(), filename=name)
     assert [str(i) for i in again.issues] == [str(i) for i in r.issues]
+
+
+@pytest.mark.parametrize("name", sorted(DAMAGED_FILES))
+def test_a_damaged_file_blocks_until_the_intact_rows_are_chosen(name):
+    r = read_feedback(BAD / name)
+    assert not r.trainable and r.damaged and r.intact_rows_available, r.summary()
+    assert f"choose to train on the {DAMAGED_FILES[name]} intact row" in r.verdict()
+    assert "looks cut off or corrupt" in r.summary()
+    chosen = read_feedback(BAD / name, intact_rows=True)
+    assert chosen.trainable and not chosen.errors, chosen.summary()
+    assert chosen.rows_usable == len(chosen.data) == DAMAGED_FILES[name]
+    assert "Result: can be trained on the " in chosen.summary() and "intact, as you chose" in chosen.summary()
+    # a file with no damage is not changed by the choice
+    assert read_feedback(BAD / "duplicate_rows.csv", intact_rows=True).summary() == read_feedback(
+        BAD / "duplicate_rows.csv").summary()
+
+
+def test_a_few_nul_bytes_inside_text_damage_their_rows_only():
+    text = "prompt,chosen,rejected\nHi?,Hello!,Go away.\nSort?,Use sor\x00ted().,No.\nCopy?,Use copy().,No.\n"
+    r = read(text)
+    assert [(i.code, i.row) for i in r.errors] == [("damaged_nul", 3)], r.summary()
+    assert read(text, intact_rows=True).data["row"].tolist() == [2, 4]
 
 
 def test_misspelled_column_still_checks_the_rows():
@@ -310,8 +339,8 @@ def test_issue_str_and_summary():
     assert str(Issue("error", None, None, "The file is empty.")) == "The file is empty."
     summary = read_feedback(BAD / "bad_label.csv").summary()
     assert "Format: unpaired (prompt, completion, label)" in summary
-    assert "Rows: 3 data rows, 2 usable, 1 dropped" in summary
-    assert "Result: can be trained on (1 error, 0 warnings)." in summary
+    assert "Rows: 3 data rows, 2 usable, 1 dropped (row 3)" in summary
+    assert "Result: can be trained on (2 of 3 data rows usable; 0 errors, 1 warning)." in summary
     assert ROW_CONVENTION in summary
 
 

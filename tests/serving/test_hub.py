@@ -115,10 +115,38 @@ def test_the_finetune_tab_button(fake_hub, tiny_engine, tmp_path):
         finetune_tab.push_to_hub(services, SESSION, job.id, "me/x", "")
     with pytest.raises(gr.Error, match="not a hub repository id"):
         finetune_tab.push_to_hub(services, SESSION, job.id, "../x", TOKEN)
-    with pytest.raises(gr.Error, match="another browser"):
+    with pytest.raises(gr.Error, match="Train an adapter first"):  # another browser's adapter reads as none
         finetune_tab.push_to_hub(services, "o" * 32, job.id, "me/x", TOKEN)
     note, token_box = finetune_tab.push_to_hub(services, SESSION, job.id, "me/x", TOKEN)
     assert "Pushed **dpo**" in note and "https://huggingface.co/me/x" in note
     assert token_box == ""  # the token is cleared from the page after use
     assert fake_hub.calls[-1][1]["folder_path"] == str(tiny_engine.adapters["dpo"].path)
     assert TOKEN not in repr(services.queue.jobs) and TOKEN not in note
+
+
+def test_a_push_with_no_network_fails_cleanly_and_the_token_is_written_nowhere(tiny_engine, tmp_path, caplog,
+                                                                                 monkeypatch):
+    """The real huggingface_hub, offline (no network here): the push fails with a message, and the token is in no
+    file the server wrote (data directory, vote exports, adapter zips), in no log line and no job record."""
+    import tempfile
+    import time
+    from pathlib import Path
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    caplog.set_level(logging.DEBUG)
+    started = time.time()
+    services = Services.for_engine(tiny_engine, tmp_path / "data")
+    job = Job("k" * 32, "dpo", "dpo", 2, status="done", owner=SESSION)
+    services.queue.jobs[job.id] = job
+    services.queue._write_job(job)
+    with pytest.raises(gr.Error) as refused:
+        finetune_tab.push_to_hub(services, SESSION, job.id, "me/x", TOKEN)
+    assert "The hub refused the upload to me/x" in str(refused.value) and TOKEN not in str(refused.value)
+    services.zip_adapter("dpo")
+    temp = Path(tempfile.gettempdir())
+    roots = [tmp_path, temp / "dpo-kto-playground-zips", temp / "dpo-kto-playground-exports"]
+    written = [p for root in roots if root.is_dir() for p in root.rglob("*")
+               if p.is_file() and not p.is_symlink() and p.stat().st_mtime >= started - 1]
+    assert any(p.name == "job.json" for p in written)  # the scan does see what the server wrote
+    leaked = [str(p) for p in written if TOKEN.encode() in p.read_bytes()]
+    assert leaked == [] and TOKEN not in caplog.text and TOKEN not in repr(services.queue.jobs)

@@ -17,7 +17,7 @@ from pathlib import Path
 import gradio as gr
 import httpx
 import pytest
-from bad_file_table import BAD, BAD_FILES
+from bad_file_table import BAD, BAD_FILES, DAMAGED_FILES
 from gradio_client import Client, handle_file
 from tiny_server import build, serving, tiny_engine
 
@@ -66,13 +66,76 @@ def _still_serving(client) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(BAD_FILES))
-def test_every_bad_file_gets_its_message_on_the_finetune_upload_path(services, name):
+def test_every_bad_file_gets_the_same_words_and_verdict_on_every_path(served, name, capsys):
+    """One reader, one verdict: the Fine-tune upload, the Inspect upload, the CLI and the API (/validate and
+    /train_start through gradio_client) say the same words about each file of the corpus, and the Start button,
+    the CLI's exit code and the API's ``trainable`` all follow the report's verdict. Nothing reaches the adapter,
+    run or vote stores of a file that cannot be trained on."""
+    from playground.cli.feedback_check import main as check_file
+    from playground.feedback import read_feedback
+    from playground.ui import inspect_tab
+
+    services, client = served
     _severity, _code, substring, trainable = BAD_FILES[name]
-    state, report, _preview, start, _upload, _example = finetune_tab.load_data(
+    expected = read_feedback(BAD / name)
+    summary = expected.summary()
+    assert substring in summary and expected.trainable is trainable
+    adapters_before = sorted(p.name for p in services.queue.adapters_root.iterdir())
+    runs_before = sorted(p.name for p in services.queue.runs_root.iterdir())
+    votes_before = services.votes.count(SESSION)
+
+    # the Fine-tune upload: the report shown is the summary, Start follows the verdict, the box only for damage
+    state, report, _preview, start, _upload, _example, intact = finetune_tab.load_data(
         services, finetune_tab.SOURCE_UPLOAD, str(BAD / name), None, SESSION, DPO)
-    assert substring in report, report
-    assert report.startswith("**✅ Ready to train" if trainable else "**⛔ Cannot train on this yet")
+    assert summary.replace("```", "\'\'\'") in report and "Traceback" not in report
+    assert report.startswith("**✅ Ready to train" if trainable else "**⛔ ")
     assert start["interactive"] is trainable and state["trainable"] is trainable
+    assert intact["visible"] is expected.damaged
+
+    # the Inspect upload: usable exactly when trainable, refused with the same report otherwise
+    if trainable:
+        frame, label = inspect_tab.load_dataset(services, inspect_tab.DATA_UPLOAD, str(BAD / name), SESSION)
+        assert len(frame) == expected.rows_usable and f"{expected.rows_usable} rows" in label
+    else:
+        with pytest.raises(gr.Error) as refused:
+            inspect_tab.load_dataset(services, inspect_tab.DATA_UPLOAD, str(BAD / name), SESSION)
+        assert summary in _message(refused)
+
+    # the CLI: the same summary on stdout, exit code 0 exactly when trainable
+    capsys.readouterr()
+    assert check_file([str(BAD / name)]) == (0 if trainable else 1)
+    assert capsys.readouterr().out.strip() == summary
+
+    # the API: the same verdict and summary; /train_start refuses with them when the file cannot be trained on
+    got = client.predict(file=handle_file(str(BAD / name)), api_name="/validate")
+    assert got["trainable"] is trainable and got["verdict"] == expected.verdict()
+    assert got["summary"] == summary
+    assert got["errors"] == [str(i) for i in expected.errors] and got["damaged"] is expected.damaged
+    if not trainable:
+        with pytest.raises(Exception) as refused:
+            client.predict(file=handle_file(str(BAD / name)), method="dpo", name="from-bad-file",
+                           api_name="/train_start")
+        assert "The file cannot be trained on" in str(refused.value) and expected.verdict() in str(refused.value)
+        assert sorted(p.name for p in services.queue.adapters_root.iterdir()) == adapters_before
+        assert sorted(p.name for p in services.queue.runs_root.iterdir()) == runs_before
+    assert services.votes.count(SESSION) == votes_before
+
+
+@pytest.mark.parametrize("name", sorted(DAMAGED_FILES))
+def test_a_damaged_file_trains_only_when_its_intact_rows_are_chosen(served, name, capsys):
+    """The explicit choice, on every path: the UI's box, the CLI's --intact-rows and the API's intact_rows turn a
+    cut-off file's damage into warnings and its intact rows into training data, and say so."""
+    from playground.cli.feedback_check import main as check_file
+
+    services, client = served
+    state, report, _preview, start, _upload, _example, intact = finetune_tab.load_data(
+        services, finetune_tab.SOURCE_UPLOAD, str(BAD / name), None, SESSION, DPO, True)
+    assert start["interactive"] is True and state["intact_rows"] is True and intact["value"] is True
+    assert f"{DAMAGED_FILES[name]} of " in report and "intact, as you chose" in report
+    assert check_file([str(BAD / name), "--intact-rows"]) == 0
+    assert "intact, as you chose" in capsys.readouterr().out
+    got = client.predict(file=handle_file(str(BAD / name)), intact_rows=True, api_name="/validate")
+    assert got["trainable"] is True and got["rows_usable"] == DAMAGED_FILES[name] and not got["errors"]
 
 
 def test_uploads_are_capped_before_parsing(served, tmp_path):

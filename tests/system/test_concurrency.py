@@ -52,8 +52,11 @@ def _wait(client, job_id, done, timeout=120.0):
 
 
 def _start(client, name, hyperparameters, method="dpo"):
-    return client.predict(file=handle_file(str(EXAMPLES / "paired_example.csv")), method=method, name=name,
-                          hyperparameters=hyperparameters, api_name="/train_start")
+    """Queue a training from a new client of the same server: one visitor (client) may have one training at a time
+    (``config.QUOTAS.trainings_per_visitor``), and the job id alone reaches it afterwards."""
+    visitor = _client(client.src)
+    return visitor.predict(file=handle_file(str(EXAMPLES / "paired_example.csv")), method=method, name=name,
+                           hyperparameters=hyperparameters, api_name="/train_start")
 
 
 def test_concurrent_generations_all_complete_with_their_own_answers(served):

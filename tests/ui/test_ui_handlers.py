@@ -251,7 +251,7 @@ def test_uploads_in_other_formats_are_validated(services, tmp_path):
     tsv.write_text("prompt\tcompletion\tlabel\nHi\tHello!\t👍\nHi\tGo away.\t👎\n", encoding="utf-8")
     jsonl = tmp_path / "fb.jsonl"
     jsonl.write_text('{"prompt": "Hi", "chosen": "Hello!", "rejected": "Go away."}\n', encoding="utf-8")
-    state, report, _, start, upload, example = finetune_tab.load_data(
+    state, report, _, start, upload, example, _intact = finetune_tab.load_data(
         services, finetune_tab.SOURCE_UPLOAD, str(tsv), None, SESSION, "KTO (labelled answers)")
     assert state["format"] == "unpaired" and state["kto_counts"] == [1, 1] and start["interactive"] is True
     assert upload["visible"] is True and example["visible"] is False
