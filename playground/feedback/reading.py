@@ -379,8 +379,9 @@ def _parse_jsonl(
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
+            where = f"{'' if exc.msg.endswith(' at') else ' at'} character {exc.colno}"  # "... starting at" + where
             report.damage(
-                f"This line is not valid JSON ({exc.msg}; character {exc.colno}), so the file looks cut off or "
+                f"This line is not valid JSON ({exc.msg}{where}), so the file looks cut off or "
                 'corrupt here. Each line must be one JSON object, e.g. {"prompt": "...", "chosen": "...", '
                 '"rejected": "..."}. The line is left out.',
                 row=lineno,
