@@ -7,6 +7,8 @@ Writes JSON to --out (default bench/results/inspect.json): the scoring time in s
 padded path and on the packed path, interleaved, with their ratio and largest difference in summed log-probs), the
 time of a second Score click (cache hit), and redraw times in milliseconds (median of --repeats): ``analyse`` alone,
 the ten figures, and the whole redraw handler (``inspect_tab.render``: analyse + every variant's summary + figures).
+It also puts the packed path against this machine's speed limit: the model's matmul work (decoder Linear layers per
+fed token, the head per scored token) over the cold time, against one float32 matmul of the model's MLP shape.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from playground.analysis.curves import kto_value_curves, pair_focus, prospect_cu
 from playground.analysis.datasets import DEFAULT_DATASET, load_heldout  # noqa: E402
 from playground.analysis.scores import DatasetScores, score_dataset  # noqa: E402
 from playground.analysis.views import InspectAnalysis, InspectSettings, analyse  # noqa: E402
+from playground.config import SCORING  # noqa: E402
 from playground.engine.base_model import BaseModelSource, ensure_embedded_checkpoint, load_tokenizer, resolve_base_model  # noqa: E402
 from playground.engine.device import DeviceChoice  # noqa: E402
 from playground.engine.engine import Engine  # noqa: E402
@@ -85,6 +88,38 @@ def median_ms(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def matmul_gflops(tokens: int, hidden: int, inner: int, repeats: int = 20) -> float:
+    """GFLOP/s of one (tokens x hidden) @ (hidden x inner) float32 matmul on this machine, the speed limit of a
+    forward made of such layers."""
+    a, b = torch.randn(tokens, hidden), torch.randn(hidden, inner)
+    for _ in range(3):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * tokens * hidden * inner * repeats / (time.perf_counter() - start) / 1e9
+
+
+class DecoderTokens:
+    """Counts the tokens the packed path feeds the decoder (prompts shared), by wrapping ``packed._run_decoder``."""
+
+    def __init__(self):
+        from playground.engine import packed
+
+        self.module, self.original, self.tokens = packed, packed._run_decoder, 0
+
+    def __enter__(self):
+        def counted(decoder, cfg, plan, ids, *rest, **kwargs):
+            self.tokens += len(ids)
+            return self.original(decoder, cfg, plan, ids, *rest, **kwargs)
+
+        self.module._run_decoder = counted
+        return self
+
+    def __exit__(self, *exc):
+        self.module._run_decoder = self.original
+
+
 def figures(result: InspectAnalysis, scores: DatasetScores) -> list:
     focus = pair_focus(result, scores, 0)
     s, search = result.summary, result.alpha_search
@@ -134,9 +169,12 @@ def main(argv: list[str] | None = None) -> int:
         for path in ("padded", "packed"):
             packed.packed_logps_supported = supported if path == "packed" else (lambda model: False)
             try:
-                start = time.perf_counter()
-                got = score_dataset(engine, pairs, variants, cache=InspectCache())
-                cold[path].append(time.perf_counter() - start)
+                with DecoderTokens() as counter:
+                    start = time.perf_counter()
+                    got = score_dataset(engine, pairs, variants, cache=InspectCache())
+                    cold[path].append(time.perf_counter() - start)
+                if path == "packed":
+                    decoder_tokens = counter.tokens
             finally:
                 packed.packed_logps_supported = supported
             if path == "padded":
@@ -166,6 +204,18 @@ def main(argv: list[str] | None = None) -> int:
         redraw["render_handler_ms"] = None
         print("render handler not measured:", exc)
 
+    # how close the packed path is to this machine's matmul speed: the decoder's Linear weights once per fed token,
+    # the head once per scored response token (attention, the softmax and R_phi's feature pass not counted: a lower
+    # bound)
+    model = engine.model
+    linear = sum(m.weight.numel() for n, m in model.named_modules()
+                 if isinstance(m, torch.nn.Linear) and ".layers." in n and "lora_" not in n)
+    head = model.get_output_embeddings().weight
+    response_tokens = sum(int(s.chosen_len.sum() + s.rejected_len.sum() + s.kl_len.sum())
+                          for s in [scores.reference] + [scores.side(v) for v in variants if v != "base"])
+    model_gflop = (2 * linear * decoder_tokens + 2 * head.numel() * response_tokens) / 1e9
+    config = getattr(model, "config", None)
+    peak = matmul_gflops(SCORING.packed_tokens, head.shape[1], getattr(config, "intermediate_size", 4 * head.shape[1]))
     sequences = 4 * scores.n_pairs * len([v for v in variants if v != "base"] + ["reference"])
     result = {
         "benchmark": "inspect",
@@ -184,6 +234,12 @@ def main(argv: list[str] | None = None) -> int:
         "score_cold_padded_s": round(statistics.median(cold["padded"]), 3),
         "padded_over_packed": round(statistics.median(cold["padded"]) / cold_s, 2),
         "max_abs_difference_packed_vs_padded": agreement,
+        "decoder_tokens_packed": decoder_tokens,
+        "response_tokens_scored": response_tokens,
+        "packed_model_gflop": round(model_gflop, 1),
+        "packed_gflop_per_s": round(model_gflop / cold_s, 1),
+        "matmul_gflop_per_s": round(peak, 1),
+        "packed_share_of_matmul_speed": round(model_gflop / cold_s / peak, 2),
         "score_cached_ms": round(warm_ms, 2),
         "redraw_repeats": args.repeats,
         **{k: (round(v, 2) if v is not None else None) for k, v in redraw.items()},
