@@ -8,6 +8,13 @@ folder next to the data directory and attaches them as the shipped ones.
 Votes are cast on the page with buttons that are not API endpoints, so :func:`add_test_endpoints` adds two
 test-only endpoints that call the page's own vote handlers (``compare_tab.vote_thumb`` / ``votes_view``):
 ``/test_vote`` and ``/test_votes``. They exist only in servers the tests build.
+
+Crash tests need a SIGKILL to land inside an adapter save, which takes milliseconds. With the environment variable
+``TINY_SERVER_PAUSE_IN_SAVE`` set to a stage (see :data:`SAVE_STAGES`) the launcher wraps functions of
+``playground.training.saving`` so that the trainer thread stops there for good, after writing where it stopped to
+the file named by ``TINY_SERVER_PAUSE_MARKER``; the test waits for that file and kills the process. Without the
+variable nothing is wrapped. ``TINY_SERVER_NO_PROBES=1`` turns the probe answers of a training off (each probe round
+generates on the tiny base for seconds), for tests that train only to have a training.
 """
 
 from __future__ import annotations
@@ -122,6 +129,54 @@ def wait_until_up(port: int, timeout: float = 120.0, process=None) -> None:
     raise TimeoutError(f"no server on port {port} after {timeout:.0f} s")
 
 
+NO_PROBES = "TINY_SERVER_NO_PROBES"
+PAUSE_IN_SAVE = "TINY_SERVER_PAUSE_IN_SAVE"
+PAUSE_MARKER = "TINY_SERVER_PAUSE_MARKER"
+# writing: the temporary folder holds the weights and meta.json, not yet our README.md (``model_card`` runs);
+# before_rename: the temporary folder is complete, not yet renamed into place; after_rename: the adapter folder is
+# in place, the job not yet marked done.
+SAVE_STAGES = ("writing", "before_rename", "after_rename")
+
+
+def _pause_forever(marker: Path, where: str) -> None:
+    """Say where we stopped (atomically, so a reader never sees half of it), then never return."""
+    tmp = marker.with_name(marker.name + ".part")
+    tmp.write_text(where, encoding="utf-8")
+    os.replace(tmp, marker)
+    while True:
+        time.sleep(3600)
+
+
+def install_save_pause(stage: str, marker: Path) -> None:
+    """Make every adapter save stop at ``stage`` (one of :data:`SAVE_STAGES`) until the process is killed."""
+    from playground.training import saving
+
+    marker = Path(marker)
+    if stage == "writing":
+        real_sibling, folders = saving.temporary_sibling, []
+
+        def temporary_sibling(target):
+            folders.append(real_sibling(target))
+            return folders[-1]
+
+        def model_card(meta):  # save_adapter_atomically calls it after the weights and meta.json are written
+            _pause_forever(marker, str(folders[-1]))
+
+        saving.temporary_sibling, saving.model_card = temporary_sibling, model_card
+    elif stage in ("before_rename", "after_rename"):
+        real = saving.replace_directory
+
+        def replace_directory(filled, target):
+            if stage == "before_rename":
+                _pause_forever(marker, str(filled))
+            real(filled, target)
+            _pause_forever(marker, str(target))
+
+        saving.replace_directory = replace_directory
+    else:
+        raise SystemExit(f"{PAUSE_IN_SAVE}={stage!r}: use one of {', '.join(SAVE_STAGES)}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True, type=Path)
@@ -130,6 +185,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from playground.ui.page import launch_options
 
+    if os.environ.get(NO_PROBES) == "1":
+        import dataclasses
+
+        from playground import config
+
+        config.TRAIN = dataclasses.replace(config.TRAIN, probes=dataclasses.replace(config.TRAIN.probes, enabled=False))
+    if os.environ.get(PAUSE_IN_SAVE):
+        install_save_pause(os.environ[PAUSE_IN_SAVE],
+                           Path(os.environ.get(PAUSE_MARKER) or args.data_dir.parent / "paused-in-save"))
     _services, demo = build(args.data_dir, adapters=args.adapters)
     demo.launch(server_name="127.0.0.1", server_port=args.port, quiet=True, **launch_options())
 

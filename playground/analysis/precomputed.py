@@ -99,10 +99,12 @@ def load_precomputed(engine: Engine, pairs_df: pd.DataFrame | None, cache: Inspe
                         else None)
         if reward_model is not None and len(reward_model.rewards) != 2 * len(pairs):
             reward_model = None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        variants = [v for v in payload.get("variants", []) if v in sides]
+    # AttributeError too: a file that parses but is not the expected object (``null``, a list, "task": []) must be
+    # ignored like a torn one, not raise; the page calls this while it is built, so a raise stopped the server.
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         log.warning("Ignoring unreadable Inspect cache %s: %s", path, exc)
         return None
-    variants = [v for v in payload.get("variants", []) if v in sides]
     if cache is not None:
         for variant, side in sides.items():
             cache.put(cache_key(engine, dhash, variant), side)

@@ -73,8 +73,9 @@ def temporary_sibling(target: str | os.PathLike[str]) -> Path:
 
 
 def replace_directory(filled: str | os.PathLike[str], target: str | os.PathLike[str]) -> Path:
-    """Move the folder ``filled`` to ``target``, replacing any folder there, so that ``target`` is always either the
-    old folder or the new one (the old one is renamed aside first, then removed)."""
+    """Move the folder ``filled`` to ``target``, replacing any folder there: the old one is renamed aside
+    (``.old-<name>-*``), the new one renamed in, then the old one removed. A crash between the two renames leaves no
+    ``target`` but a complete ``.old-`` folder, which ``training.saving.clean_stale_tmp`` puts back."""
     filled, target = Path(filled), Path(target)
     if target.exists():
         aside = Path(tempfile.mkdtemp(prefix=f".old-{target.name}-", dir=target.parent))

@@ -41,9 +41,11 @@ from playground.feedback import (
 )
 from playground.feedback.votes import VoteStore, to_unpaired_rows, valid_session_id, write_exports
 from playground.serving import gpu_tasks, quotas, zerogpu
+from playground.serving.blind import BallotBox
 from playground.serving.settings import ServiceInputError
 from playground.training.data import choose_heldout
 from playground.training.jobs import Job, TrainingQueue
+from playground.training.saving import clean_stale_tmp
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,7 @@ class Services:
     examples_dir: Path = EXAMPLES_DIR
     heldout_source: str = ""
     engine_key: str = ""  # the engine's key in the zerogpu registry (what GPU functions receive instead of it)
+    ballots: BallotBox = field(default_factory=BallotBox)  # blind API generations waiting for their vote
     _exports_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -97,6 +100,7 @@ class Services:
         data_dir = Path(data_dir)
         adapters_root, runs_root = data_dir / "adapters", data_dir / "runs"
         adapters_root.mkdir(parents=True, exist_ok=True)
+        clean_stale_tmp(adapters_root)  # before attaching: a crash between a save's two renames is undone here
         messages = engine.attach_all(shipped_dir or data_dir / ".no-shipped-adapters", adapters_root)
         queue = TrainingQueue(engine, adapters_root, runs_root, max_waiting=config.APP.max_training_queue,
                               runner=gpu_tasks.GpuTrainingRunner(zerogpu.register_engine(engine)))

@@ -195,7 +195,10 @@ class TrainingQueue:
             job.probes = _read_progress(job_file.parent / PROBES_FILE)
             if not job.finished:
                 job.status = "interrupted"
-                job.phase = "Interrupted by a server restart; partial metrics kept, no adapter was saved"
+                saved = (self.adapters_root / job.name / "adapter_model.safetensors").is_file()
+                job.phase = ("Interrupted by a server restart after its adapter was saved (it is listed); the end "
+                             "of the run did not happen" if saved else
+                             "Interrupted by a server restart; partial metrics kept, no adapter was saved")
                 self._write_job(job)
             self.jobs[job.id] = job
 

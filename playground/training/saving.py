@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -59,5 +60,16 @@ def save_adapter_atomically(model, out_dir: Path, meta: dict[str, Any], *, overw
 
 
 def clean_stale_tmp(root: Path) -> list[str]:
-    """Remove half-written folders a crashed save left under ``root``; return their names."""
+    """Remove half-written folders a crashed save left under ``root``; return their names.
+
+    A crash between the two renames of ``replace_directory`` (a save over an existing adapter) leaves the old adapter
+    aside as ``.old-<name>-XXXX`` and nothing at ``<name>``; removing every dot-folder then lost the adapter
+    altogether. The old one is complete, so it is put back first; the new ``.tmp-`` one cannot be told from a half
+    written folder and goes with the rest.
+    """
+    root = Path(root)
+    for aside in sorted(root.glob(".old-*")) if root.is_dir() else ():
+        name = aside.name[len(".old-"):].rpartition("-")[0]  # .old-<name>-<mkdtemp suffix>
+        if aside.is_dir() and name and not (root / name).exists():
+            os.replace(aside, root / name)
     return remove_leftovers(root)
