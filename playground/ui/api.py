@@ -14,7 +14,8 @@ from gradio import utils as gr_utils
 from playground import config, feedback
 from playground.analysis.views import InspectSettings, analyse, summary_json
 from playground.engine.generation import GenerationInputError
-from playground.feedback import FeedbackReport
+from playground.feedback import FeedbackReport, votes
+from playground.serving.blind import Ballot, blind_order
 from playground.serving.services import Services
 from playground.serving.settings import ServiceInputError, generation_settings, train_config_from
 from playground.training.data import TrainingInputError
@@ -77,12 +78,14 @@ class Endpoints:
         self.services = services
 
     def generate(self, prompt: str, variants: list[str] | None = None, settings: dict | None = None,
-                 system: str = "") -> dict:
+                 system: str = "", blind: bool = False) -> dict:
         """Generate the variants' answers to one prompt in one batched pass and score them.
 
         variants: names from /variants (default: base, dpo, kto when attached). settings: any of mode
         ("greedy"|"sampled"), max_new_tokens, temperature, top_p, seed. Returns {"prompt", "settings", "variants":
-        {name: {"text", "value", "implied_reward", "mean_logp", "length"}}}.
+        {name: {"text", "value", "implied_reward", "mean_logp", "length"}}}. blind=True returns {"prompt",
+        "settings", "ballot", "answers": {"Model A": text, ...}} instead, in the order the page shows this prompt,
+        with no name or metric: cast the vote with /vote and the ballot, which reveals them.
         """
         services = self.services
         try:
@@ -92,9 +95,43 @@ class Endpoints:
         except (ServiceInputError, GenerationInputError, KeyError) as exc:
             raise gr.Error(str(exc).strip("'\"")) from exc
         keep = ("text", "value", "implied_reward", "mean_logp", "length")
-        return {"prompt": prompt, "settings": {"do_sample": gen.do_sample, "max_new_tokens": gen.max_new_tokens,
-                                               "temperature": gen.temperature, "top_p": gen.top_p, "seed": gen.seed},
-                "variants": {name: {k: row[k] for k in keep} for name, row in result.items()}}
+        shown = {"do_sample": gen.do_sample, "max_new_tokens": gen.max_new_tokens, "temperature": gen.temperature,
+                 "top_p": gen.top_p, "seed": gen.seed}
+        rows = {name: {k: row[k] for k in keep} for name, row in result.items()}
+        if not blind:
+            return {"prompt": prompt, "settings": shown, "variants": rows}
+        order = blind_order(services.secret, prompt, list(rows))
+        ballot = Ballot(prompt, system or "", order, {name: rows[name]["text"] for name in order},
+                        {name: rows[name] for name in order})
+        return {"prompt": prompt, "settings": shown, "ballot": services.ballots.open(ballot),
+                "answers": {label: rows[name]["text"] for label, name in zip(ballot.labels, order)}}
+
+    def vote(self, ballot: str, kind: str, left: str = "Model A", right: str = "Model B",
+             request: gr.Request = None) -> dict:
+        """Vote on a blind generation (the ballot from /generate with blind=True). kind: left_better, right_better,
+        tie or both_bad on the answers labelled left and right ("Model A", "Model B", ...), or thumbs_up /
+        thumbs_down on the answer labelled left. The vote is recorded with the true names, under this client's
+        session (its own votes), and the names and metrics are revealed: {"vote", "revealed": {label: name},
+        "variants": {name: metrics}}."""
+        box = self.services.ballots.get(ballot)
+        if box is None:
+            raise gr.Error("No open ballot with that id: generate with blind=True first (ballots are kept for the "
+                           f"last {self.services.ballots.capacity} blind generations).")
+        names = {label: box.name_of(label) for label in (left, right)}
+        unknown = [label for label, name in names.items() if name is None]
+        if unknown:
+            raise gr.Error(f"Unknown label(s) {unknown}; this ballot has {', '.join(box.labels)}.")
+        pair = kind not in ("thumbs_up", "thumbs_down")
+        row = {"kind": kind, "prompt": box.prompt, "system": box.system, "variant_a": names[left],
+               "answer_a": box.answers[names[left]], "blind": True}
+        if pair:
+            row.update(variant_b=names[right], answer_b=box.answers[names[right]])
+        try:
+            stored = self.services.votes.add(caller(request), row)
+        except votes.VoteError as exc:
+            raise gr.Error(str(exc)) from exc
+        return {"vote": {k: stored[k] for k in ("id", "kind", "variant_a", "variant_b")},
+                "revealed": dict(zip(box.labels, box.variants)), "variants": box.metrics}
 
     def variants(self) -> list[str]:
         """Every variant that can generate: base, then the attached adapters (shipped and trained)."""
@@ -179,6 +216,7 @@ def register(services: Services) -> None:
     gr.api(api.generate, api_name="generate", concurrency_id="model",
            concurrency_limit=config.APP.generation_concurrency)
     gr.api(api.variants, api_name="variants", concurrency_limit=None, queue=False)
+    gr.api(api.vote, api_name="vote", concurrency_limit=None)
     gr.api(api.validate, api_name="validate", concurrency_limit=None)
     gr.api(api.train_start, api_name="train_start", concurrency_limit=None)
     gr.api(api.train_status, api_name="train_status", concurrency_limit=None, queue=False)

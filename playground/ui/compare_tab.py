@@ -21,6 +21,7 @@ from playground import config, plots
 from playground.common.numbers import format_number
 from playground.engine.generation import GenerationInputError
 from playground.feedback import votes
+from playground.serving.blind import blind_labels, blind_order
 from playground.serving.services import Services
 from playground.serving.settings import ServiceInputError, generation_settings
 from playground.ui.theme import NEGATIVE_RGB, POSITIVE_RGB
@@ -43,6 +44,16 @@ def variant_header(name: str, adapters: dict) -> str:
     color = plots.variant_color(name)
     return (f'<div class="pg-variant-head" style="border-left-color:{color}">{html.escape(name)} '
             f'<span style="font-weight:400;font-size:14px;color:#555">· {html.escape(kind)}</span></div>')
+
+
+def blind_header(label: str) -> str:
+    """A blind column's head: the label only, in a neutral colour (a variant's colour would give it away)."""
+    return (f'<div class="pg-variant-head" style="border-left-color:#888">{html.escape(label)} '
+            '<span style="font-weight:400;font-size:14px;color:#555">· hidden until you vote</span></div>')
+
+
+BLIND_NOTE = ("Blind vote: the names, colours and metrics of these answers are hidden until you vote (the order is "
+              "shuffled per prompt).")
 
 
 def streaming_html(text: str, finished: bool) -> str:
@@ -125,11 +136,14 @@ def _outputs(last, status, plot, left, right, columns, heads, bodies, metrics) -
     return (last, status, plot, left, right, *columns, *heads, *bodies, *metrics)
 
 
-def generate_answers(services: Services, prompt, system, variants, mode, temperature, top_p, max_new_tokens, seed):
+def generate_answers(services: Services, prompt, system, variants, mode, temperature, top_p, max_new_tokens, seed,
+                     blind=False):
     """Stream the variants' answers; after the last token, score them once and show metrics, colours and the chart.
 
     Yields tuples in the order of :func:`_outputs`; the first element is the per-session ``last`` state (prompt,
-    system, variants, answers) the vote buttons read.
+    system, variants, answers) the vote buttons read. ``blind``: the columns are "Model A", "Model B", ... in the
+    order ``serving.blind.blind_order`` fixes for this prompt, with no name, colour or metric until a vote is cast
+    (:func:`reveal` then shows them); ``last`` keeps the true names and the metrics for that.
     """
     prompt = (prompt or "").strip()
     if not prompt:
@@ -141,13 +155,16 @@ def generate_answers(services: Services, prompt, system, variants, mode, tempera
     settings = _settings(mode, temperature, top_p, max_new_tokens, seed)
     system = (system or "").strip() or None
     adapters = services.engine.adapters
+    if blind:
+        variants = blind_order(services.secret, prompt, variants)
     n = len(variants)
+    shown = blind_labels(n) if blind else list(variants)  # what the columns and the Left/Right lists call them
     columns = [gr.update(visible=i < n) for i in range(SLOTS)]
-    heads = [gr.update(value=variant_header(variants[i], adapters)) if i < n else gr.skip() for i in range(SLOTS)]
+    heads = [gr.update(value=blind_header(shown[i]) if blind else variant_header(variants[i], adapters))
+             if i < n else gr.skip() for i in range(SLOTS)]
     empty_metrics = [gr.update(value="") if i < n else gr.skip() for i in range(SLOTS)]
-    pair = gr.update(choices=variants, value=variants[0]), gr.update(choices=variants,
-                                                                      value=variants[1 if n > 1 else 0])
-    status = f"Generating {n} answer{'s' if n > 1 else ''} in one batched pass…"
+    pair = gr.update(choices=shown, value=shown[0]), gr.update(choices=shown, value=shown[1 if n > 1 else 0])
+    status = (BLIND_NOTE + " " if blind else "") + f"Generating {n} answer{'s' if n > 1 else ''} in one batched pass…"
     clear_last = None  # votes wait for these answers: the previous ones are no longer on screen
     state = None
     try:
@@ -176,13 +193,40 @@ def generate_answers(services: Services, prompt, system, variants, mode, tempera
                     for i in range(SLOTS)], empty_metrics)
     scored = services.score_answers(prompt, answers, system)
     last = {"prompt": prompt, "system": system or "", "variants": variants, "answers": answers}
+    done = (f"Done: {n} answer{'s' if n > 1 else ''} "
+            f"({'greedy' if not settings.do_sample else f'sampled, seed {settings.seed}'}). Vote below.")
+    if blind:
+        last.update(blind=True, labels=shown, scored=scored)
+        yield _outputs(last, BLIND_NOTE + " " + done, plots.empty_figure("The metrics appear after your vote."),
+                       *pair, [gr.skip()] * SLOTS, [gr.skip()] * SLOTS, [gr.skip()] * SLOTS, [gr.skip()] * SLOTS)
+        return
     bodies = [gr.update(value=token_html(variants[i], scored[variants[i]])) if i < n else gr.skip()
               for i in range(SLOTS)]
     metrics = [gr.update(value=metrics_markdown(scored[variants[i]])) if i < n else gr.skip() for i in range(SLOTS)]
-    done = (f"Done: {n} answer{'s' if n > 1 else ''} "
-            f"({'greedy' if not settings.do_sample else f'sampled, seed {settings.seed}'}). Vote below.")
     yield _outputs(last, done, plots.compare_metrics_figure(metric_rows(scored)), *pair, [gr.skip()] * SLOTS,
                    [gr.skip()] * SLOTS, bodies, metrics)
+
+
+def reveal(services: Services, last, left, right):
+    """After a vote on a blind generation: the names, colours, metrics and chart, and the Left/Right lists in true
+    names (keeping what was picked). Returns ``(last, status, plot, left, right, *heads, *bodies, *metrics)``;
+    nothing changes when the generation was not blind or is already revealed."""
+    keep = (gr.skip(),) * (5 + 3 * SLOTS)
+    if not last or not last.get("blind") or last.get("revealed"):
+        return keep
+    variants, labels, scored = last["variants"], last["labels"], last["scored"]
+    name_of = dict(zip(labels, variants))
+    n = len(variants)
+    heads = [gr.update(value=variant_header(variants[i], services.engine.adapters)) if i < n else gr.skip()
+             for i in range(SLOTS)]
+    bodies = [gr.update(value=token_html(variants[i], scored[variants[i]])) if i < n else gr.skip()
+              for i in range(SLOTS)]
+    metrics = [gr.update(value=metrics_markdown(scored[variants[i]])) if i < n else gr.skip() for i in range(SLOTS)]
+    revealed = {**last, "blind": False, "revealed": True}
+    who = ", ".join(f"{label} = {name}" for label, name in zip(labels, variants))
+    return (revealed, f"Revealed: {html.escape(who)}.", plots.compare_metrics_figure(metric_rows(scored)),
+            gr.update(choices=variants, value=name_of.get(left, left)),
+            gr.update(choices=variants, value=name_of.get(right, right)), *heads, *bodies, *metrics)
 
 
 def votes_view(services: Services, session_id):
@@ -212,13 +256,16 @@ def vote_pair(services: Services, kind, session_id, last, left, right):
     if not last or not last.get("answers"):
         raise gr.Error("Generate answers first, then vote.")
     answers = last["answers"]
+    if last.get("blind"):  # the lists hold "Model A", ...: the vote records the true names
+        name_of = dict(zip(last["labels"], last["variants"]))
+        left, right = name_of.get(left, left), name_of.get(right, right)
     if left not in answers or right not in answers:
         raise gr.Error("Pick the two columns to compare from the last generation.")
     if left == right:
         raise gr.Error("Left and right are the same column: pick two different variants.")
     return _record(services, session_id, {"kind": kind, "prompt": last["prompt"], "system": last.get("system", ""),
                                           "variant_a": left, "answer_a": answers[left], "variant_b": right,
-                                          "answer_b": answers[right]})
+                                          "answer_b": answers[right], **_blind_extra(last)})
 
 
 def vote_thumb(services: Services, slot, up, session_id, last):
@@ -228,7 +275,12 @@ def vote_thumb(services: Services, slot, up, session_id, last):
     name = last["variants"][slot]
     return _record(services, session_id, {"kind": "thumbs_up" if up else "thumbs_down", "prompt": last["prompt"],
                                           "system": last.get("system", ""), "variant_a": name,
-                                          "answer_a": last["answers"][name]})
+                                          "answer_a": last["answers"][name], **_blind_extra(last)})
+
+
+def _blind_extra(last) -> dict[str, Any]:
+    """Kept with the vote (its ``extra``): whether it was cast blind, so a leaderboard can count blind votes only."""
+    return {"blind": True} if last.get("blind") else {}
 
 
 def undo_vote(services: Services, session_id):
@@ -308,6 +360,8 @@ def _request_controls(services: Services) -> dict[str, gr.components.Component]:
                     c["seed"] = gr.Number(value=gen.seed, precision=0, label="Seed")
                 c["system"] = gr.Textbox(label="System prompt (optional)", lines=2, value=gen.system_prompt,
                                          placeholder="Empty: the chat template's default")
+            c["blind"] = gr.Checkbox(False, label="Blind vote", elem_id="pg-blind",
+                                     info="show the answers as Model A, B, ... and reveal the names after the vote")
             with gr.Row():
                 c["generate"] = gr.Button("Generate", variant="primary", elem_id="pg-generate", scale=2)
                 c["stop"] = gr.Button("Stop", variant="secondary", scale=1)
@@ -366,7 +420,7 @@ def build_compare_tab(services: Services, session: gr.BrowserState) -> CompareTa
     last = gr.State(None)
     outputs = [last, status, plot, v["left"], v["right"], *slots.columns, *slots.heads, *slots.bodies, *slots.metrics]
     inputs = [c["prompt"], c["system"], c["variants"], c["mode"], c["temperature"], c["top_p"], c["max_new"],
-              c["seed"]]
+              c["seed"], c["blind"]]
     generate = partial(generate_answers, services)
     gen_event = c["generate"].click(generate, inputs, outputs, api_name=False, concurrency_id="model",
                                     concurrency_limit=config.APP.generation_concurrency, show_progress="minimal")
@@ -377,14 +431,18 @@ def build_compare_tab(services: Services, session: gr.BrowserState) -> CompareTa
     c["example"].change(pick_example, [c["example"]], [c["prompt"]], api_name=False, queue=False)
 
     vote_outputs = [v["table"], v["note"], v["download_paired"], v["download_unpaired"]]
+    # a vote that was recorded (.success) reveals a blind generation
+    reveal_outputs = [last, status, plot, v["left"], v["right"], *slots.heads, *slots.bodies, *slots.metrics]
+    show = partial(reveal, services)
     for kind, _text in VOTE_BUTTONS:
         v[kind].click(partial(vote_pair, services, kind), [session, last, v["left"], v["right"]], vote_outputs,
-                      api_name=False, concurrency_limit=None)
+                      api_name=False, concurrency_limit=None).success(
+            show, [last, v["left"], v["right"]], reveal_outputs, api_name=False, concurrency_limit=None)
     for i, (up, down) in enumerate(slots.thumbs):
-        up.click(partial(vote_thumb, services, i, True), [session, last], vote_outputs, api_name=False,
-                 concurrency_limit=None)
-        down.click(partial(vote_thumb, services, i, False), [session, last], vote_outputs, api_name=False,
-                   concurrency_limit=None)
+        for button, up_vote in ((up, True), (down, False)):
+            button.click(partial(vote_thumb, services, i, up_vote), [session, last], vote_outputs, api_name=False,
+                         concurrency_limit=None).success(
+                show, [last, v["left"], v["right"]], reveal_outputs, api_name=False, concurrency_limit=None)
     v["undo"].click(partial(undo_vote, services), [session], vote_outputs, api_name=False, concurrency_limit=None)
 
     return CompareTab(c["variants"], v["send"], v["table"], v["note"], v["download_paired"], v["download_unpaired"],
