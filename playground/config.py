@@ -230,6 +230,16 @@ class FeedbackLimits:
 
 
 @dataclass(frozen=True)
+class LeaderboardConfig:
+    """The stakeholder leaderboard built from pairwise votes (``analysis.leaderboard``)."""
+    prior: float = 0.01  # precision of the N(0, 1/prior) prior on each Bradley-Terry strength (sd 10 logits)
+    bootstrap_rounds: int = 1000  # resamples of the comparisons, as FastChat's arena notebook draws
+    interval_level: float = 0.95  # coverage of the percentile intervals
+    min_pairwise_votes: int = 10  # fewer pairwise votes than this: the leaderboard warns that it is a small sample
+    min_model_votes: int = 5  # a model in fewer comparisons than this: the warning names it
+
+
+@dataclass(frozen=True)
 class Quotas:
     """What one visitor may hold on a shared server (a public Space), and how much the data directory may hold.
 
@@ -280,3 +290,4 @@ THREADS = ThreadPolicy()
 SLIDERS = SliderRanges()
 APP = AppConfig()
 QUOTAS = Quotas()
+LEADERBOARD = LeaderboardConfig()

@@ -155,14 +155,20 @@ class VoteStore:
         text = "" if value is None else str(value)
         return text[: self.max_chars]
 
-    def for_session(self, session_id: str) -> pd.DataFrame:
-        """The session's votes, oldest first, with the columns of :data:`COLUMNS` (empty frame when none)."""
+    def for_session(self, session_id: str, *, with_blind: bool = False) -> pd.DataFrame:
+        """The session's votes, oldest first, with the columns of :data:`COLUMNS` (empty frame when none);
+        ``with_blind`` adds a bool column ``blind``: the vote was cast before the names were shown."""
+        columns = list(COLUMNS) + (["extra"] if with_blind else [])
         if not valid_session_id(session_id):
-            return pd.DataFrame(columns=list(COLUMNS))
-        with closing(self._connect()) as conn:
-            rows = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM votes WHERE session = ? ORDER BY id",
-                                (session_id,)).fetchall()
-        return pd.DataFrame(rows, columns=list(COLUMNS))
+            rows: list = []
+        else:
+            with closing(self._connect()) as conn:
+                rows = conn.execute(f"SELECT {', '.join(columns)} FROM votes WHERE session = ? ORDER BY id",
+                                    (session_id,)).fetchall()
+        frame = pd.DataFrame(rows, columns=columns)
+        if with_blind:
+            frame["blind"] = [bool(json.loads(extra or "{}").get("blind")) for extra in frame.pop("extra")]
+        return frame
 
     def count(self, session_id: str) -> int:
         if not valid_session_id(session_id):

@@ -27,6 +27,7 @@ import pandas as pd
 
 from playground import config
 from playground.analysis.cache import InspectCache
+from playground.analysis.leaderboard import Leaderboard, leaderboard
 from playground.analysis.precomputed import DEFAULT_DISK_CACHE, load_precomputed
 from playground.analysis.scores import DatasetScores, score_dataset
 from playground.common.files import atomic_write_text, sha256_bytes, sha256_file
@@ -116,6 +117,14 @@ class Services:
     # ----------------------------------------------------------------------------------------------------------------
     def votes_for(self, session_id: str) -> pd.DataFrame:
         return self.votes.for_session(session_id)
+
+    def leaderboard(self, session_id: str, blind_only: bool = False) -> Leaderboard:
+        """The session's pairwise votes as a leaderboard (``analysis.leaderboard``): Bradley-Terry strengths with
+        bootstrap intervals, length-controlled, the win matrix; ``blind_only`` counts the blind votes alone."""
+        votes = self.votes.for_session(session_id, with_blind=True)
+        if blind_only:
+            votes = votes[votes["blind"]]
+        return leaderboard(votes)
 
     def variant_names(self) -> list[str]:
         return self.engine.variant_names()

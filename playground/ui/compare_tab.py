@@ -283,6 +283,40 @@ def _blind_extra(last) -> dict[str, Any]:
     return {"blind": True} if last.get("blind") else {}
 
 
+LEADERBOARD_COLUMNS = {"model": "model", "votes": "votes", "wins": "wins", "losses": "losses", "ties": "ties",
+                       "win_rate": "win rate", "strength": "strength", "low": "low", "high": "high",
+                       "lc_strength": "length-controlled strength", "lc_win_rate": "LC win rate vs base"}
+
+
+def leaderboard_view(services: Services, session_id, blind_only=False):
+    """(note, strengths figure, win matrix figure, table) of the session's pairwise votes."""
+    if not votes.valid_session_id(session_id):
+        board = services.leaderboard("", bool(blind_only))
+    else:
+        board = services.leaderboard(session_id, bool(blind_only))
+    table = board.table.rename(columns=LEADERBOARD_COLUMNS)[list(LEADERBOARD_COLUMNS.values())].round(3)
+    return (leaderboard_note(board, bool(blind_only)), plots.strengths_figure(board.table, board.level),
+            plots.win_matrix_figure(board.names, board.win_matrix, board.counts), table)
+
+
+def leaderboard_note(board, blind_only: bool) -> str:
+    """What the leaderboard rests on, the small-sample warning, and what the length control says, in words."""
+    which = "blind pairwise votes" if blind_only else "pairwise votes"
+    lines = [f"From **{board.pairwise_votes}** {which} of this browser"
+             + (f" ({board.ignored_votes} thumbs votes do not compare two answers and are left out)."
+                if board.ignored_votes else ".")]
+    if board.small_sample_warning:
+        lines.append(f"⚠️ {html.escape(board.small_sample_warning)}")
+    if board.pairwise_votes and math.isfinite(board.length_coef):
+        leaning = ("longer answers won more often" if board.length_coef > 0 else "shorter answers won more often")
+        lines.append(f"Length: {leaning} (coefficient {board.length_coef:+.2f} per unit of length difference). "
+                     "The length-controlled strengths hold the answer lengths equal, so a model that won only by "
+                     "being longer or shorter drops back.")
+    lines.append("Strengths are Bradley-Terry on the logit scale (mean 0; a gap of 1 means winning 73% of the "
+                 f"time), with {board.level:.0%} bootstrap intervals; ties and both-bad count half.")
+    return "\n\n".join(lines)
+
+
 def undo_vote(services: Services, session_id):
     session_id = _check_session(session_id)
     removed = services.votes.delete_last(session_id)
@@ -405,6 +439,14 @@ def _vote_controls(services: Services) -> dict[str, gr.components.Component]:
         v["send"] = gr.Button("Send votes to Fine-tune ▶", variant="primary", size="md", elem_id="pg-send")
     v["table"] = gr.Dataframe(votes.display_frame(services.votes_for("")), label="Your votes (this browser)",
                               interactive=False, wrap=True, max_height=300, elem_id="pg-votes")
+    with gr.Accordion("Leaderboard of your votes", open=False, elem_id="pg-leaderboard"):
+        v["blind_only"] = gr.Checkbox(False, label="Blind votes only", elem_id="pg-board-blind")
+        v["board_note"] = gr.Markdown("", elem_id="pg-board-note")
+        with gr.Row(equal_height=False):
+            v["board_strengths"] = gr.Plot(plots.strengths_figure([]), label="Strengths", elem_id="pg-board-plot")
+            v["board_matrix"] = gr.Plot(plots.win_matrix_figure([], [], []), label="Win matrix",
+                                        elem_id="pg-board-matrix")
+        v["board_table"] = gr.Dataframe(None, label="Per model", interactive=False, elem_id="pg-board-table")
     return v
 
 
@@ -431,19 +473,27 @@ def build_compare_tab(services: Services, session: gr.BrowserState) -> CompareTa
     c["example"].change(pick_example, [c["example"]], [c["prompt"]], api_name=False, queue=False)
 
     vote_outputs = [v["table"], v["note"], v["download_paired"], v["download_unpaired"]]
-    # a vote that was recorded (.success) reveals a blind generation
+    # a vote that was recorded (.success) reveals a blind generation, then redraws the leaderboard
     reveal_outputs = [last, status, plot, v["left"], v["right"], *slots.heads, *slots.bodies, *slots.metrics]
-    show = partial(reveal, services)
+    board_outputs = [v["board_note"], v["board_strengths"], v["board_matrix"], v["board_table"]]
+    show, board = partial(reveal, services), partial(leaderboard_view, services)
     for kind, _text in VOTE_BUTTONS:
-        v[kind].click(partial(vote_pair, services, kind), [session, last, v["left"], v["right"]], vote_outputs,
-                      api_name=False, concurrency_limit=None).success(
-            show, [last, v["left"], v["right"]], reveal_outputs, api_name=False, concurrency_limit=None)
+        (v[kind].click(partial(vote_pair, services, kind), [session, last, v["left"], v["right"]], vote_outputs,
+                       api_name=False, concurrency_limit=None)
+         .success(show, [last, v["left"], v["right"]], reveal_outputs, api_name=False, concurrency_limit=None)
+         .then(board, [session, v["blind_only"]], board_outputs, api_name=False, concurrency_limit=None))
     for i, (up, down) in enumerate(slots.thumbs):
         for button, up_vote in ((up, True), (down, False)):
-            button.click(partial(vote_thumb, services, i, up_vote), [session, last], vote_outputs, api_name=False,
-                         concurrency_limit=None).success(
-                show, [last, v["left"], v["right"]], reveal_outputs, api_name=False, concurrency_limit=None)
-    v["undo"].click(partial(undo_vote, services), [session], vote_outputs, api_name=False, concurrency_limit=None)
+            (button.click(partial(vote_thumb, services, i, up_vote), [session, last], vote_outputs, api_name=False,
+                          concurrency_limit=None)
+             .success(show, [last, v["left"], v["right"]], reveal_outputs, api_name=False, concurrency_limit=None)
+             .then(board, [session, v["blind_only"]], board_outputs, api_name=False, concurrency_limit=None))
+    v["blind_only"].change(board, [session, v["blind_only"]], board_outputs, api_name=False, concurrency_limit=None)
+    v["undo"].click(partial(undo_vote, services), [session], vote_outputs, api_name=False,
+                    concurrency_limit=None).success(board, [session, v["blind_only"]], board_outputs, api_name=False,
+                                                    concurrency_limit=None)
 
     return CompareTab(c["variants"], v["send"], v["table"], v["note"], v["download_paired"], v["download_unpaired"],
-                      c["prompt"], c["generate"], {"status": status, "plot": plot, "bodies": slots.bodies})
+                      c["prompt"], c["generate"], {"status": status, "plot": plot, "bodies": slots.bodies,
+                                                   "board_inputs": [session, v["blind_only"]],
+                                                   "board_outputs": board_outputs})

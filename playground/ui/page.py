@@ -20,7 +20,7 @@ from playground.engine import threads
 from playground.feedback import votes
 from playground.serving.services import Services
 from playground.ui import api, theme
-from playground.ui.compare_tab import build_compare_tab, refresh_variants, votes_view
+from playground.ui.compare_tab import build_compare_tab, leaderboard_view, refresh_variants, votes_view
 from playground.ui.finetune_tab import as_outputs, build_finetune_tab, reattach, send_votes
 from playground.ui.inspect_tab import build_inspect_tab
 from playground.ui.learn_tab import build_learn_tab
@@ -75,6 +75,8 @@ def build_app(services: Services) -> gr.Blocks:
 
         (demo.load(init_session, [session], [session], api_name=False, queue=False)
          .then(partial(votes_view, services), [session], compare.votes_outputs, api_name=False, queue=False)
+         .then(partial(leaderboard_view, services), compare.extra["board_inputs"], compare.extra["board_outputs"],
+               api_name=False)
          .then(page_state, [compare.variants], [header, compare.variants, finetune.name, speed], api_name=False,
                queue=False)
          .then(lambda sid, job: as_outputs(reattach(services, sid, job)), [session, job_state],

@@ -102,3 +102,26 @@ def test_blind_voting_through_the_api(tiny_engine, tmp_path):
         assert voted["variants"][order[0]]["text"] == got["answers"]["Model A"]
         with pytest.raises(Exception, match="No open ballot"):
             client.predict(ballot="0" * 32, kind="tie", api_name="/vote")
+
+
+def test_the_leaderboard_of_a_session_s_votes(services):
+    """The panel under the votes: strengths with intervals, the win matrix and the table from this browser's pairwise
+    votes only, the small-sample warning, and the blind-only filter."""
+    note, strengths, matrix, table = compare_tab.leaderboard_view(services, SESSION, False)
+    assert "From **0** pairwise votes" in note and "No pairwise votes yet" in note and table.empty
+    base = {"prompt": "Hi", "variant_a": "dpo", "answer_a": "a longer answer here", "variant_b": "base",
+            "answer_b": "short"}
+    for kind in ("left_better", "left_better", "left_better", "right_better", "tie"):
+        services.votes.add(SESSION, {**base, "kind": kind})
+    services.votes.add(SESSION, {**base, "kind": "left_better", "blind": True})
+    services.votes.add(SESSION, {**base, "kind": "thumbs_up"})
+    services.votes.add("z" * 32, {**base, "kind": "right_better"})  # another browser's vote is not counted
+    note, strengths, matrix, table = compare_tab.leaderboard_view(services, SESSION, False)
+    assert "From **6** pairwise votes of this browser (1 thumbs votes" in note and "⚠️ Only 6 pairwise votes" in note
+    assert list(table["model"]) == ["dpo", "base"] and list(table["votes"]) == [6, 6]
+    assert list(table["wins"]) == [4, 1] and list(table["ties"]) == [1, 1]
+    assert table["win rate"].tolist() == [round(4.5 / 6, 3), round(1.5 / 6, 3)]
+    assert table["low"][0] <= table["strength"][0] <= table["high"][0]
+    assert "error_x" in json.dumps(strengths.to_plotly_json()) and matrix.data[0].type == "heatmap"
+    note, _, _, blind_table = compare_tab.leaderboard_view(services, SESSION, True)
+    assert "From **1** blind pairwise votes" in note and list(blind_table["votes"]) == [1, 1]
