@@ -21,13 +21,14 @@ from playground.feedback import FeedbackReport, frame_for_method, read_feedback
 EXIT_BAD_INPUT = 2
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(description: str = "Fine-tune a DPO or KTO LoRA adapter on a feedback file.",
+                 out_help: str = "adapter folder to write (atomically)") -> argparse.ArgumentParser:
     t, lora, loss = config.TRAIN, config.TRAIN.lora, config.TRAIN.loss
-    parser = argparse.ArgumentParser(description="Fine-tune a DPO or KTO LoRA adapter on a feedback file.")
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--method", choices=("dpo", "kto"), required=True)
     parser.add_argument("--data", required=True,
                         help="CSV, TSV or JSONL: prompt,chosen,rejected or prompt,completion,label")
-    parser.add_argument("--out", required=True, help="adapter folder to write (atomically)")
+    parser.add_argument("--out", required=True, help=out_help)
     parser.add_argument("--intact-rows", action="store_true",
                         help="--data looks cut off or corrupt: train on its intact rows (the report says which)")
     parser.add_argument("--heldout", help="paired file to measure on (default: a held-out split of --data)")

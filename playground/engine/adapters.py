@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 ADAPTER_REQUIRED_FILES = ("adapter_config.json", "adapter_model.safetensors")
+# What an adapter folder without this playground's meta.json is taken to be (its base is still checked by shape)
+PLAIN_PEFT_META = {"method": "peft", "note": "a plain PEFT LoRA folder without meta.json (e.g. trained with TRL)"}
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 
@@ -32,7 +34,8 @@ class AdapterInfo:
 
 
 def validate_adapter_dir(path: Path) -> dict[str, Any]:
-    """Check an adapter folder is a safetensors PEFT LoRA adapter with meta.json; return its metadata.
+    """Check an adapter folder is a safetensors PEFT LoRA adapter; return its metadata (``meta.json``, or
+    :data:`PLAIN_PEFT_META` for a plain PEFT folder such as TRL writes).
 
     Pickled weights are refused outright (never unpickled); a folder must hold exactly the safe files.
     """
@@ -51,14 +54,14 @@ def validate_adapter_dir(path: Path) -> dict[str, Any]:
         raise AdapterError(f"Adapter folder {path}: adapter_config.json is unreadable ({exc}).") from exc
     if str(adapter_config.get("peft_type", "")).upper() != "LORA":
         raise AdapterError(f"Adapter folder {path} is a {adapter_config.get('peft_type')!r} adapter, not LoRA.")
-    meta: dict[str, Any] = {}
+    meta: dict[str, Any] = dict(PLAIN_PEFT_META)  # a standard PEFT folder (TRL's, for one) is welcome too
     if (path / "meta.json").is_file():
         try:
             meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise AdapterError(f"Adapter folder {path}: meta.json is unreadable ({exc}).") from exc
-    else:
-        raise AdapterError(f"Adapter folder {path} lacks meta.json (method, hyperparameters, base model).")
+        if not isinstance(meta, dict):
+            raise AdapterError(f"Adapter folder {path}: meta.json is unreadable (not a JSON object).")
     meta.setdefault("base_model", adapter_config.get("base_model_name_or_path"))
     return meta
 

@@ -30,8 +30,15 @@ from playground.analysis.cache import InspectCache
 from playground.analysis.leaderboard import Leaderboard, leaderboard
 from playground.analysis.precomputed import DEFAULT_DISK_CACHE, load_precomputed
 from playground.analysis.scores import DatasetScores, score_dataset
-from playground.common.files import atomic_write_text, sha256_bytes, sha256_file
+from playground.common.files import (
+    atomic_write_text,
+    replace_directory,
+    sha256_bytes,
+    sha256_file,
+    temporary_sibling,
+)
 from playground.common.numbers import finite_or_none, json_safe
+from playground.engine.adapters import AdapterError, AdapterInfo, validate_adapter_dir
 from playground.engine.base_model import resolve_base_model
 from playground.engine.engine import Engine
 from playground.feedback import (
@@ -44,8 +51,9 @@ from playground.feedback.votes import VoteStore, to_unpaired_rows, valid_session
 from playground.serving import gpu_tasks, quotas, zerogpu
 from playground.serving.blind import BallotBox
 from playground.serving.settings import ServiceInputError
-from playground.training.data import choose_heldout
-from playground.training.jobs import Job, TrainingQueue
+from playground.training.data import choose_heldout, validate_train_config
+from playground.training.export_trl import write_trl_project, zip_project
+from playground.training.jobs import Job, TrainingQueue, sanitise_adapter_name
 from playground.training.saving import clean_stale_tmp
 
 log = logging.getLogger(__name__)
@@ -282,6 +290,33 @@ class Services:
         note = quotas.eviction_note(evicted, self.queue.quotas)
         return [note] if note else []
 
+    def export_trl(self, report: FeedbackReport, train_config: config.TrainConfig, name: str, *,
+                   heldout_fraction: float | None = None, data_label: str | None = None) -> Path:
+        """The fine-tune Start would queue, as a zipped TRL + accelerate project (``training.export_trl``): the same
+        rows and held-out split, the same settings. Raises ServiceInputError or data.TrainingInputError like
+        :meth:`start_training`. One zip per name under the server's zip folder, replaced atomically."""
+        if report is None or not report.trainable:
+            raise ServiceInputError("The data cannot be exported: " + (unusable_message(report) if report else
+                                                                       "load a file first."))
+        label = data_label or report.filename or "uploaded feedback"
+        rows, heldout, measured_on, _notes = self._heldout_split(report, label, train_config, heldout_fraction)
+        frame, _note = frame_for_method(rows, report.format, train_config.method)
+        validate_train_config(train_config, len(frame))
+        stem = f"{name or train_config.method}-trl"
+        folder = self._zips_folder()
+        with tempfile.TemporaryDirectory(dir=folder, prefix=".export-") as scratch:
+            write_trl_project(Path(scratch) / stem, frame, train_config, self.engine.base_id, heldout=heldout,
+                              source=f"{label} ({measured_on or 'no held-out split'})")
+            built = zip_project(Path(scratch) / stem, Path(scratch) / f"{stem}.zip")
+            target = folder / f"{stem}.zip"
+            os.replace(built, target)
+        return target
+
+    def _zips_folder(self) -> Path:
+        folder = Path(tempfile.gettempdir()) / "dpo-kto-playground-zips" / self._server_key()
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
     def restart_training(self, job_id: str, owner: str) -> tuple[Job, list[str]]:
         """Queue an interrupted or failed job of ``owner`` again, as it was (``TrainingQueue.restart``)."""
         job = self.queue.get(job_id)
@@ -380,8 +415,7 @@ class Services:
         info = self.engine.adapters.get(name)
         if info is None:
             raise ServiceInputError(f"No adapter named {name!r} is attached.")
-        folder = Path(tempfile.gettempdir()) / "dpo-kto-playground-zips" / self._server_key()
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = self._zips_folder()
         fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
         os.close(fd)
         try:
@@ -399,6 +433,34 @@ class Services:
     def _server_key(self) -> str:
         """A short name for this server's data directory, to keep its temp files apart from another server's."""
         return sha256_bytes(str(self.data_dir.resolve()).encode())[:10]
+
+    def add_uploaded_adapter(self, upload: str | Path, name: str) -> tuple[str, list[str]]:
+        """Attach an adapter uploaded as a zip of a PEFT LoRA folder (this playground's, or TRL's without meta.json):
+        safetensors weights only, checked against the loaded base by shape, kept within ``config.QUOTAS``. Returns
+        (the adapter's name, notes). Raises ServiceInputError (or jobs.AdapterNameError) saying what is wrong."""
+        name = sanitise_adapter_name(name, self.queue.taken_names())
+        root = self.queue.adapters_root
+        evicted = quotas.make_room_for_adapter(self.engine, root, self.queue.quotas,
+                                               is_busy={j.name for j in self.queue.jobs.values()
+                                                        if not j.finished}.__contains__)
+        scratch = temporary_sibling(root / name)
+        try:
+            _extract_adapter_zip(Path(upload), scratch)
+            meta = validate_adapter_dir(scratch)
+            meta = {**meta, "name": name, "uploaded": True}
+            final = replace_directory(scratch, root / name)
+            try:
+                self.engine.attach(AdapterInfo(name, final, meta, "user"))
+            except AdapterError:
+                shutil.rmtree(final, ignore_errors=True)
+                raise
+        except AdapterError as exc:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise ServiceInputError(f"The adapter was not added: {exc}") from None
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        note = quotas.eviction_note(evicted, self.queue.quotas)
+        return name, [note] if note else []
 
     def suggest_adapter_name(self, method: str) -> str:
         taken = self.queue.taken_names()
@@ -439,6 +501,37 @@ class Services:
         for record in records.values():
             record["this_device"] = record["device"] == here
         return sorted(records.values(), key=lambda r: (not r["this_device"], r["method"], r["name"]))
+
+
+ADAPTER_ZIP_FILES = frozenset({"adapter_config.json", "adapter_model.safetensors", "meta.json", "README.md"})
+ADAPTER_ZIP_MAX_BYTES = 1 << 30  # uncompressed: a LoRA of a 7B model at r=64 is about 0.3 GB
+
+
+def _extract_adapter_zip(upload: Path, folder: Path) -> None:
+    """The adapter files of a zip (at its top or in one folder) into ``folder``; anything else is refused by name:
+    pickles, paths that leave the folder, other files, more than ``ADAPTER_ZIP_MAX_BYTES`` uncompressed."""
+    try:
+        archive = zipfile.ZipFile(upload)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise AdapterError(f"{upload.name} is not a readable zip file ({exc}).") from None
+    with archive:
+        members = [m for m in archive.infolist() if not m.is_dir()]
+        names = {Path(m.filename).name for m in members}
+        unsafe = [m.filename for m in members if m.filename.startswith("/") or ".." in Path(m.filename).parts]
+        extra = sorted(names - ADAPTER_ZIP_FILES)
+        if unsafe:
+            raise AdapterError(f"the zip holds paths outside its folder ({unsafe[:3]}).")
+        if extra:
+            raise AdapterError(f"the zip holds {extra[:5]}; an adapter zip holds only {sorted(ADAPTER_ZIP_FILES)} "
+                               "(safetensors weights: re-save with safe_serialization=True, leave out "
+                               "training_args.bin and the tokenizer).")
+        if len({str(Path(m.filename).parent) for m in members}) > 1 or len(names) != len(members):
+            raise AdapterError("the zip holds more than one folder; zip one adapter folder.")
+        if sum(m.file_size for m in members) > ADAPTER_ZIP_MAX_BYTES:
+            raise AdapterError(f"the zip unpacks to more than {ADAPTER_ZIP_MAX_BYTES >> 20} MiB.")
+        for member in members:
+            with archive.open(member) as source, open(folder / Path(member.filename).name, "wb") as target:
+                shutil.copyfileobj(source, target)
 
 
 def _remove_older_siblings(folder: Path, seconds: float) -> None:

@@ -431,6 +431,38 @@ def start_training(services: Services, session_id: str, data: dict | None, form:
     return _submitted(services, session_id, job, notes)
 
 
+def export_trl_project(services: Services, session_id: str, data: dict | None, form: dict[str, Any]):
+    """The fine-tune Start would run, as a TRL + accelerate project to download (data, train.py, settings, README):
+    the same rows, held-out split and settings. Returns the download button's update."""
+    if not data or not data.get("trainable"):
+        raise gr.Error("Load data that passes validation first (see the report on the left).")
+    try:
+        train_config = train_config_from(_train_values(form))
+        report = feedback.read_feedback(Path(data["path"]), intact_rows=bool(data.get("intact_rows")))
+        path = services.export_trl(report, train_config, str(form.get("name") or "").strip(),
+                                   heldout_fraction=float(form.get("heldout_share") or 0.0), data_label=data["label"])
+    except (ServiceInputError, TrainingInputError, ValueError) as exc:
+        raise gr.Error(str(exc)) from exc
+    gr.Info(f"{path.name}: run it with TRL on any GPU machine (README inside).", duration=4)
+    return gr.update(value=str(path), visible=True, label=f"Download {path.name}")
+
+
+def add_adapter(services: Services, upload, name):
+    """Attach an adapter uploaded as a zip (a PEFT LoRA folder: this playground's or TRL's). Returns (note, the
+    adapters-changed event that refreshes the variant lists, the upload box cleared)."""
+    if not upload:
+        raise gr.Error("Choose the adapter's .zip first (a folder with adapter_config.json and "
+                       "adapter_model.safetensors).")
+    try:
+        added, notes = services.add_uploaded_adapter(Path(upload), str(name or "").strip())
+    except (ServiceInputError, AdapterNameError) as exc:
+        raise gr.Error(str(exc)) from exc
+    gr.Info(f"{added} is attached: tick it on Compare.", duration=4)
+    extra = f" {html.escape(' '.join(notes))}" if notes else ""
+    return (f"✅ **{html.escape(added)}** is attached: it is a variant on Compare and Inspect.{extra}",
+            f"{added}:done", None)
+
+
 def restart_training(services: Services, session_id: str, job_id) -> dict[str, Any]:
     """Run an interrupted (or failed) training of this browser again, with its rows and settings as they were."""
     if not votes.valid_session_id(session_id):
@@ -632,8 +664,13 @@ def _settings_column(services: Services) -> tuple[TrainingForm, dict[str, gr.com
         start = gr.Button("Start training", variant="primary", interactive=False, elem_id="pg-ft-start")
         cancel = gr.Button("Cancel", variant="stop", interactive=False, elem_id="pg-ft-cancel")
         restart = gr.Button("Run this training again", visible=False, elem_id="pg-ft-restart")
+    with gr.Row():
+        export = gr.Button("Export as a TRL + accelerate project", size="sm", elem_id="pg-ft-export")
+        export_zip = gr.DownloadButton("Download the TRL project", value=None, visible=False, size="sm",
+                                       elem_id="pg-ft-export-zip")
     assert set(w) == set(FORM_FIELDS)
-    return TrainingForm(w), {"plan": plan, "start": start, "cancel": cancel, "restart": restart}
+    return TrainingForm(w), {"plan": plan, "start": start, "cancel": cancel, "restart": restart, "export": export,
+                             "export_zip": export_zip}
 
 
 def _progress_and_result() -> dict[str, gr.components.Component]:
@@ -663,6 +700,14 @@ def _progress_and_result() -> dict[str, gr.components.Component]:
                                               info="Used for this upload only; never stored or logged.")
                 out["hub_button"] = gr.Button("Push to the Hub", elem_id="pg-ft-hub-push")
                 out["hub_note"] = gr.Markdown("", elem_id="pg-ft-hub-note")
+            with gr.Accordion("Add an adapter trained elsewhere (a .zip of a PEFT or TRL adapter folder)", open=False):
+                out["add_zip"] = gr.File(label="Adapter .zip (adapter_config.json, adapter_model.safetensors)",
+                                         file_types=[".zip"], type="filepath", elem_id="pg-ft-add-zip", height=100)
+                out["add_name"] = gr.Textbox(label="Name it", placeholder="e.g. trl-dpo-1", elem_id="pg-ft-add-name")
+                out["add_button"] = gr.Button("Attach the adapter", elem_id="pg-ft-add")
+                out["add_note"] = gr.Markdown("Safetensors only (no pickles); its base must be the loaded one. "
+                                              "Larger adapters go into the data directory's adapters/ folder.",
+                                              elem_id="pg-ft-add-note")
         with gr.Column(scale=4):
             out["before_after"] = gr.Plot(plots.empty_figure("Held-out metrics appear here when a training finishes."),
                                           label="Before / after", elem_id="pg-ft-before-after")
@@ -722,4 +767,9 @@ def build_finetune_tab(services: Services, session: gr.BrowserState, job_state: 
                           concurrency_id="hub-push")
     c["restart"].click(lambda sid, job_id: as_outputs(restart_training(services, sid, job_id)), [session, job_state],
                        run_outputs, api_name=False, concurrency_limit=None)
+    r["add_button"].click(partial(add_adapter, services), [r["add_zip"], r["add_name"]],
+                          [r["add_note"], adapters_changed, r["add_zip"]], api_name=False, concurrency_limit=1,
+                          concurrency_id="adapter-upload")
+    c["export"].click(lambda data: export_trl_project(services, data[session], data[data_state], form.read(data)),
+                      {session, data_state, *form.inputs()}, [c["export_zip"]], api_name=False, concurrency_limit=None)
     return FinetuneTab(d["source"], method, data_outputs, timer, run_outputs, adapters_changed, c["start"], name)

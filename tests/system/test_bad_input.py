@@ -362,8 +362,7 @@ def _bad_adapters(base, root: Path, marker: Path) -> dict[str, str]:
     expected["bad-config"] = "adapter_config.json is unreadable"
     (fresh("bad-meta", 9) / "meta.json").write_text("[1,")
     expected["bad-meta"] = "meta.json is unreadable"
-    (fresh("no-meta", 10) / "meta.json").unlink()
-    expected["no-meta"] = "lacks meta.json"
+    (fresh("no-meta", 10) / "meta.json").unlink()  # a plain PEFT folder (TRL's): attached, not refused
     config_file = fresh("not-lora", 11) / "adapter_config.json"
     config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "peft_type": "PREFIX_TUNING"}))
     expected["not-lora"] = "is a 'PREFIX_TUNING' adapter, not LoRA"
@@ -378,7 +377,8 @@ def test_corrupt_or_pickled_adapters_are_skipped_with_a_message(tokenizer, tmp_p
     marker = tmp_path / "unpickled.marker"
     expected = _bad_adapters(make_tiny_model(len(tokenizer), 0), data_dir / "adapters", marker)
     services = Services.for_engine(engine, data_dir)
-    assert services.variant_names() == ["base"]
+    assert services.variant_names() == ["base", "no-meta"]
+    assert services.engine.adapters["no-meta"].method == "peft"
     for name, fragment in expected.items():
         notes = [m for m in services.messages if f"/{name}" in m or f"'{name}'" in m]
         assert len(notes) == 1 and fragment in notes[0], (name, services.messages)

@@ -37,7 +37,7 @@ def _wait(client, job_id, timeout=240):
 def test_named_endpoints_and_nothing_else(served):
     _services, client = served
     endpoints = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    expected = {"/generate", "/variants", "/validate", "/train_start", "/train_status", "/train_cancel"}
+    expected = {"/generate", "/variants", "/vote", "/validate", "/train_start", "/train_status", "/train_cancel"}
     assert expected <= endpoints
     assert all(name in expected or name.startswith("/inspect") for name in endpoints), endpoints
 

@@ -108,7 +108,7 @@ def test_compare_vote_finetune_and_reload(browser, url):
     page.get_by_label("Example file").check()
     page.locator("#pg-ft-example input").click()
     page.get_by_role("option", name="paired_example.csv", exact=True).click()
-    _wait_text(page, "#pg-ft-report", "20 of 20 rows", 20_000)
+    _wait_text(page, "#pg-ft-report", "20 of 20 data rows usable", 20_000)
     _set_number(page, "pg-ft-steps", 2)
     _set_number(page, "pg-ft-batch", 2)
     _set_number(page, "pg-ft-maxlen", 64)

@@ -1,0 +1,108 @@
+"""The way out to TRL: the export's rows in TRL's conversational format (literal records), its settings equal to the
+playground's run (steps, warmup, the learning-rate schedule at every step), the CLI, and the exported train.py run
+with TRL itself on a tiny model; the adapter it writes (a plain PEFT folder, no meta.json) attaches here."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from playground import config
+from playground.engine.adapters import AdapterInfo
+from playground.training.export_trl import trl_rows, trl_settings, write_trl_project
+from playground.training.loop import _lr_at
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_rows_in_trl_conversational_format():
+    paired = pd.DataFrame([{"prompt": "Hi?", "chosen": "Hello!", "rejected": "Go away.", "system": "Be kind."},
+                           {"prompt": [{"role": "user", "content": "Sort?"}], "chosen": "sorted()",
+                            "rejected": "No.", "system": ""}])
+    assert trl_rows(paired, "dpo") == [
+        {"prompt": [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi?"}],
+         "chosen": [{"role": "assistant", "content": "Hello!"}],
+         "rejected": [{"role": "assistant", "content": "Go away."}]},
+        {"prompt": [{"role": "user", "content": "Sort?"}], "chosen": [{"role": "assistant", "content": "sorted()"}],
+         "rejected": [{"role": "assistant", "content": "No."}]},
+    ]
+    unpaired = pd.DataFrame([{"prompt": "Hi?", "completion": "Hello!", "label": True}])
+    assert trl_rows(unpaired, "kto") == [{"prompt": [{"role": "user", "content": "Hi?"}],
+                                          "completion": [{"role": "assistant", "content": "Hello!"}], "label": True}]
+
+
+def _settings(method="dpo", **over):
+    loss = dataclasses.replace(config.TRAIN.loss, sft_weight=over.pop("sft_weight", 1.0))
+    return dataclasses.replace(config.TRAIN, method=method, loss=loss, **over)
+
+
+def test_settings_are_the_playground_run_and_the_schedule_matches_at_every_step(tmp_path):
+    train_config = _settings(steps=0, epochs=2.0, batch_size=4, warmup_ratio=0.1, learning_rate=5e-4)
+    settings = trl_settings(train_config, rows=30, base_model="org/base")
+    assert settings["total_steps"] == 15 and settings["warmup_steps"] == 2  # ceil(2 * 30 / 4), round(0.1 * 15)
+    assert settings["lora"] == {"r": 16, "alpha": 32, "dropout": 0.0,
+                                "target_modules": list(config.TRAIN.lora.target_modules)}
+    assert (settings["beta"], settings["sft_weight"], settings["seed"]) == (0.1, 1.0, 0)
+    frame = pd.DataFrame([{"prompt": f"Q{i}?", "chosen": f"Good {i}.", "rejected": f"Bad {i}."} for i in range(30)])
+    write_trl_project(tmp_path / "project", frame, train_config, "org/base")
+    spec = importlib.util.spec_from_file_location("exported_train", tmp_path / "project" / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # reads settings.json next to it; imports only, runs nothing
+    for step in range(15):
+        assert module.playground_schedule(step) * 5e-4 == pytest.approx(_lr_at(step, 15, 2, 5e-4), rel=1e-12)
+
+
+def test_the_cli_exports_and_refuses_a_bad_file(tmp_path, capsys):
+    from playground.cli.export import main
+
+    out = tmp_path / "project"
+    assert main(["--method", "kto", "--data", str(ROOT / "data/examples/paired_example.csv"), "--out", str(out),
+                 "--steps", "3", "--zip"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["README.md", "accelerate_config.yaml", "eval.jsonl", "settings.json", "train.jsonl", "train.py"]
+    rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    assert {"prompt", "completion", "label"} == set(rows[0]) and {r["label"] for r in rows} == {True, False}
+    assert json.loads((out / "settings.json").read_text())["total_steps"] == 3
+    assert "no KTOTrainer equivalent" in (out / "README.md").read_text()  # the SFT term's difference is said
+    assert (tmp_path / "project.zip").is_file()
+    assert main(["--method", "dpo", "--data", str(ROOT / "tests/bad_files/cut_last_row.csv"), "--out",
+                 str(tmp_path / "bad")]) == 2
+    assert "looks cut off or corrupt" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("method", ["dpo", "kto"])
+def test_the_exported_script_trains_with_trl_and_its_adapter_attaches_here(method, tmp_path, tokenizer,
+                                                                           tiny_model_factory, tiny_engine):
+    """TRL's DPOTrainer / KTOTrainer run the exported project for 2 steps on a tiny local model (CPU, offline)."""
+    base_dir = tmp_path / "tiny-base"
+    tiny_model_factory(0).save_pretrained(base_dir)
+    tokenizer.save_pretrained(base_dir)
+    examples = ROOT / "data/examples" / ("paired_example.csv" if method == "dpo" else "unpaired_example.csv")
+    from playground.feedback import frame_for_method, read_feedback
+
+    report = read_feedback(examples)
+    frame, _ = frame_for_method(report.data, report.format, method)
+    lora = dataclasses.replace(config.TRAIN.lora, r=4, alpha=8, target_modules=("q_proj", "v_proj"))
+    train_config = _settings(method, steps=2, batch_size=2, max_length=64, lora=lora, sft_weight=0.5)
+    write_trl_project(tmp_path / "project", frame, train_config, str(base_dir))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "CUDA_VISIBLE_DEVICES": "", "WANDB_DISABLED": "true", "HF_DATASETS_CACHE": str(tmp_path / "ds-cache")}
+    done = subprocess.run([sys.executable, "train.py", "--out", str(tmp_path / "adapter")], cwd=tmp_path / "project",
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    adapter_config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert (adapter_config["r"], adapter_config["lora_alpha"]) == (4, 8)
+    assert sorted(adapter_config["target_modules"]) == ["q_proj", "v_proj"]
+    assert not (tmp_path / "adapter" / "meta.json").exists()
+    assert {p.name for p in (tmp_path / "adapter").iterdir()} <= {"adapter_config.json", "adapter_model.safetensors",
+                                                                  "README.md"}  # nothing pickled
+    tiny_engine.attach(AdapterInfo(f"from-trl-{method}", tmp_path / "adapter", {"method": "peft"}, "user"))
+    assert f"from-trl-{method}" in tiny_engine.variant_names()
