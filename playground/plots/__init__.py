@@ -10,6 +10,7 @@ from playground.plots.answers import (
     COMPARE_METRICS,
     before_after_figure,
     compare_metrics_figure,
+    runs_curves_figure,
     training_curves_figure,
 )
 from playground.plots.dpo import dpo_bars_figure, dpo_scatter_figure, dpo_waterfall_figure
@@ -42,6 +43,6 @@ __all__ = [
     "SOURCE_COLOR", "SOURCE_LABEL", "TEMPLATE", "USER_COLORS", "VARIANT_COLORS", "alpha_search_figure",
     "before_after_figure", "compare_metrics_figure", "dpo_bars_figure", "dpo_scatter_figure", "dpo_waterfall_figure",
     "empty_figure", "kto_loss_figure", "kto_scatter_figure", "kto_value_curve_figure", "objective_comparison_figure",
-    "prospect_bars_figure", "strengths_figure", "training_curves_figure", "value_histogram_figure", "variant_color",
-    "win_matrix_figure",
+    "prospect_bars_figure", "runs_curves_figure", "strengths_figure", "training_curves_figure",
+    "value_histogram_figure", "variant_color", "win_matrix_figure",
 ]

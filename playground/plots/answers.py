@@ -214,3 +214,19 @@ def before_after_figure(before: dict, after: dict) -> go.Figure:
                   annotation_text="chance", annotation_position="bottom right")
     style_figure(fig, "Before vs after fine-tuning (held-out pairs)", height=420, showlegend=False)
     return fig
+
+
+def runs_curves_figure(histories: Mapping[str, list[dict]], metric: str = "loss") -> go.Figure:
+    """One line per run of ``metric`` (a key of the per-step history: loss, accuracy, margin, ...) against the
+    step, in each run's variant colour, so runs with different settings can be read side by side."""
+    drawn = {name: rows for name, rows in histories.items() if any(metric in r for r in rows)}
+    if not drawn:
+        return empty_figure(f"No run here recorded '{metric}' per step.")
+    fig = go.Figure()
+    for name, rows in drawn.items():
+        steps = [r.get("step") for r in rows]
+        fig.add_trace(go.Scatter(x=steps, y=[as_number(r.get(metric)) for r in rows], mode="lines+markers",
+                                 name=name, line=dict(color=variant_color(name), width=3), marker=dict(size=5)))
+    style_figure(fig, f"{metric} per step", height=420, xaxis_title="optimizer step", yaxis_title=metric,
+                 legend=dict(orientation="h", y=1.0, x=1.0, xanchor="right", yanchor="bottom"))
+    return fig

@@ -1,4 +1,4 @@
-"""The page: header, four tabs (Compare, Inspect, Fine-tune, Learn), the session identity and the headless API.
+"""The page: header, five tabs (Compare, Inspect, Fine-tune, Runs, Learn), the session identity and the headless API.
 
 No module-level mutable state: everything per user lives in the browser (``gr.BrowserState``: the session id and the
 running job's id, encrypted with a per-server secret kept in the data dir, so a refresh or a restart keeps them) or
@@ -24,6 +24,7 @@ from playground.ui.compare_tab import build_compare_tab, leaderboard_view, refre
 from playground.ui.finetune_tab import as_outputs, build_finetune_tab, reattach, send_votes
 from playground.ui.inspect_tab import build_inspect_tab
 from playground.ui.learn_tab import build_learn_tab
+from playground.ui.runs_tab import build_runs_tab
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ def build_app(services: Services) -> gr.Blocks:
                 inspect = build_inspect_tab(services, session)
             with gr.Tab("Fine-tune", id="finetune"):
                 finetune = build_finetune_tab(services, session, job_state)
+            with gr.Tab("Runs", id="runs") as runs_tab_item:
+                runs_picker, (refresh_runs, show_runs, runs_inputs, runs_outputs) = build_runs_tab(services)
             with gr.Tab("Learn", id="learn") as learn_tab_item:
                 speed, refresh_speed = build_learn_tab(services)
         api.register(services)
@@ -99,6 +102,8 @@ def build_app(services: Services) -> gr.Blocks:
         compare_tab_item.select(partial(refresh_variants, services), [compare.variants], [compare.variants],
                                 api_name=False, queue=False)
         learn_tab_item.select(refresh_speed, None, [speed], api_name=False, queue=False)
+        runs_tab_item.select(refresh_runs, [runs_picker], [runs_picker], api_name=False, queue=False).then(
+            show_runs, runs_inputs, runs_outputs, api_name=False)
         finetune.adapters_changed.change(inspect.refresh, None, [inspect.variants], api_name=False, queue=False)
         demo.load(inspect.refresh, None, [inspect.variants], api_name=False, queue=False)
     demo.queue(default_concurrency_limit=config.APP.concurrency_limit, max_size=config.APP.max_queue)
