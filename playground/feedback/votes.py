@@ -144,7 +144,7 @@ class VoteStore:
         mine = conn.execute("SELECT COUNT(*) FROM votes WHERE session = ?", (session_id,)).fetchone()[0]
         if mine >= self.quotas.votes_per_session:
             raise VoteError(f"This session has {mine:,} votes, the most one session may cast on this server "
-                            f"({self.quotas.votes_per_session:,}). Download them (Fine-tune, 'My votes'), train on "
+                            f"({self.quotas.votes_per_session:,}). Download them (the CSV buttons under the votes), train on "
                             "them, or undo some.")
         total = conn.execute("SELECT COUNT(*) FROM votes").fetchone()[0]
         if total >= self.quotas.votes_total:
