@@ -144,8 +144,8 @@ class VoteStore:
         mine = conn.execute("SELECT COUNT(*) FROM votes WHERE session = ?", (session_id,)).fetchone()[0]
         if mine >= self.quotas.votes_per_session:
             raise VoteError(f"This session has {mine:,} votes, the most one session may cast on this server "
-                            f"({self.quotas.votes_per_session:,}). Download them (the CSV buttons under the votes), train on "
-                            "them, or undo some.")
+                            f"({self.quotas.votes_per_session:,}). Download them (the CSV buttons under the "
+                            "votes), train on them, or undo some.")
         total = conn.execute("SELECT COUNT(*) FROM votes").fetchone()[0]
         if total >= self.quotas.votes_total:
             raise VoteError(f"This server holds {total:,} votes, its limit ({self.quotas.votes_total:,}); no more "
