@@ -82,12 +82,7 @@ class Engine:
         validate_adapter_dir(info.path)
         if info.name in self.adapters:
             raise AdapterError(f"An adapter named {info.name!r} is already attached.")
-        try:
-            self._check_base_match(info)
-        except AdapterError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - unreadable weights: refused with a message, never a crash
-            raise AdapterError(f"Adapter {info.name!r} at {info.path} could not be read: {exc}") from exc
+        self.check_base_match(info)
         with self.lock:
             try:
                 if isinstance(self.model, PeftModel):
@@ -101,7 +96,17 @@ class Engine:
             self.model.eval()
         self.adapters[info.name] = info
 
-    def _check_base_match(self, info: AdapterInfo) -> None:
+    def check_base_match(self, info: AdapterInfo) -> None:
+        """AdapterError when the adapter at ``info.path`` was made for another base (LoRA shapes or architecture)
+        or its weights cannot be read; nothing is loaded."""
+        try:
+            self._refuse_other_base(info)
+        except AdapterError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - unreadable weights: refused with a message, never a crash
+            raise AdapterError(f"Adapter {info.name!r} at {info.path} could not be read: {exc}") from exc
+
+    def _refuse_other_base(self, info: AdapterInfo) -> None:
         expected_arch = (self.base_model.config.architectures or ["?"])[0]
         meta_arch = info.meta.get("base_architecture")
         problems = _lora_shape_mismatches(self.model, info.path)

@@ -10,6 +10,7 @@ Every model call goes through ``serving.gpu_tasks`` (a GPU function on ZeroGPU, 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 import shutil
@@ -89,6 +90,7 @@ class Services:
     engine_key: str = ""  # the engine's key in the zerogpu registry (what GPU functions receive instead of it)
     ballots: BallotBox = field(default_factory=BallotBox)  # blind API generations waiting for their vote
     _exports_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _exports_swept: float = field(default=-math.inf, repr=False, compare=False)  # monotonic time of the last sweep
 
     def __post_init__(self) -> None:
         if not self.engine_key:
@@ -250,17 +252,8 @@ class Services:
         jobs.AdapterNameError, data.TrainingInputError or jobs.QueueFull, each with a message for people. Returns the
         job and notes on what was done to the data.
         """
-        if report is None or not report.trainable:
-            raise ServiceInputError("The data cannot be trained on: " + (unusable_message(report) if report else
-                                                                         "load a file first."))
-        label = data_label or report.filename or "uploaded feedback"
-        rows, heldout, measured_on, notes = self._heldout_split(report, label, train_config, heldout_fraction)
-        frame, note = frame_for_method(rows, report.format, train_config.method)
-        if note:
-            notes.append(note)
-        if frame.empty:
-            raise ServiceInputError(f"No {train_config.method.upper()} training rows are left after conversion. "
-                                    + (note or ""))
+        label, frame, heldout, measured_on, notes = self._training_rows(report, train_config, heldout_fraction,
+                                                                        data_label)
         extra = {
             "data_file": label,
             "data_sha256": report.sha256,
@@ -272,19 +265,40 @@ class Services:
         prompts = [p for p in (probe_prompts or []) if isinstance(p, str) and p.strip()] or None
         job = self.queue.submit(frame, train_config, name, heldout=heldout, extra_meta=extra, owner=owner,
                                 probe_prompts=prompts)
-        return job, notes + self._make_room(job)
+        return job, notes + self._room_for_job(job)
 
-    def _make_room(self, job: Job) -> list[str]:
-        """Evict the oldest user adapters so that the adapters of the jobs queued or running (which have no folder
-        yet) will fit ``config.QUOTAS``; the note that says which went."""
-        pending = {job.name for job in self.queue.jobs.values() if not job.finished}
-        room = sum(not (self.queue.adapters_root / name).exists() for name in pending)
+    def _training_rows(self, report: FeedbackReport | None, train_config: config.TrainConfig,
+                       heldout_fraction: float | None, data_label: str | None):
+        """(label, training frame, held-out pairs, what they are, notes) of a report, as a training gets them;
+        ServiceInputError when the data cannot be trained on or no row of the method is left."""
+        if report is None or not report.trainable:
+            raise ServiceInputError("The data cannot be trained on: " + (unusable_message(report) if report else
+                                                                         "load a file first."))
+        label = data_label or report.filename or "uploaded feedback"
+        rows, heldout, measured_on, notes = self._heldout_split(report, label, train_config, heldout_fraction)
+        frame, note = frame_for_method(rows, report.format, train_config.method)
+        if note:
+            notes.append(note)
+        if frame.empty:
+            raise ServiceInputError(f"No {train_config.method.upper()} training rows are left after conversion. "
+                                    + (note or ""))
+        return label, frame, heldout, measured_on, notes
+
+    def _room_for_job(self, job: Job) -> list[str]:
+        """:meth:`_make_room` for a job just queued; a job whose adapter could not be kept is cancelled at once."""
         try:
-            evicted = quotas.make_room_for_adapter(self.engine, self.queue.adapters_root, self.queue.quotas,
-                                                   room=room, is_busy=pending.__contains__)
+            return self._make_room()
         except quotas.QuotaFull:
-            self.queue.cancel(job.id)  # it could not be saved: refused before it starts
+            self.queue.cancel(job.id)
             raise
+
+    def _make_room(self, extra: int = 0) -> list[str]:
+        """Evict the oldest user adapters so that the adapters of the jobs queued or running (which have no folder
+        yet), plus ``extra`` more, fit ``config.QUOTAS``; the note that says which went. Raises QuotaFull."""
+        pending = {job.name for job in self.queue.jobs.values() if not job.finished}
+        room = extra + sum(not (self.queue.adapters_root / name).exists() for name in pending)
+        evicted = quotas.make_room_for_adapter(self.engine, self.queue.adapters_root, self.queue.quotas,
+                                               room=room, is_busy=pending.__contains__)
         if evicted:
             log.info("evicted user adapters for the quota: %s", evicted)
         note = quotas.eviction_note(evicted, self.queue.quotas)
@@ -295,12 +309,8 @@ class Services:
         """The fine-tune Start would queue, as a zipped TRL + accelerate project (``training.export_trl``): the same
         rows and held-out split, the same settings. Raises ServiceInputError or data.TrainingInputError like
         :meth:`start_training`. One zip per name under the server's zip folder, replaced atomically."""
-        if report is None or not report.trainable:
-            raise ServiceInputError("The data cannot be exported: " + (unusable_message(report) if report else
-                                                                       "load a file first."))
-        label = data_label or report.filename or "uploaded feedback"
-        rows, heldout, measured_on, _notes = self._heldout_split(report, label, train_config, heldout_fraction)
-        frame, _note = frame_for_method(rows, report.format, train_config.method)
+        label, frame, heldout, measured_on, _notes = self._training_rows(report, train_config, heldout_fraction,
+                                                                         data_label)
         validate_train_config(train_config, len(frame))
         stem = f"{name or train_config.method}-trl"
         folder = self._zips_folder()
@@ -326,7 +336,7 @@ class Services:
             restarted = self.queue.restart(job_id, owner)
         except ValueError as exc:
             raise ServiceInputError(str(exc)) from None
-        return restarted, self._make_room(restarted)
+        return restarted, self._room_for_job(restarted)
 
     def _heldout_split(self, report: FeedbackReport, label: str, train_config: config.TrainConfig,
                        fraction: float | None) -> tuple[pd.DataFrame, pd.DataFrame | None, str, list[str]]:
@@ -353,8 +363,11 @@ class Services:
         """The session's votes written as ``votes_paired.csv`` and ``votes_unpaired.csv``; paths by format.
         Reading and writing happen under one lock, so concurrent votes never leave an older export on disk."""
         folder = self.exports_folder(session_id)
+        age = config.QUOTAS.upload_cache_seconds
         with self._exports_lock:
-            _remove_older_siblings(folder, config.QUOTAS.upload_cache_seconds)  # other sessions' stale exports
+            if time.monotonic() - self._exports_swept > age / 10:  # every vote exports: sweep now and then only
+                _remove_older_siblings(folder, age)  # other sessions' abandoned exports
+                self._exports_swept = time.monotonic()
             return write_exports(self.votes_for(session_id), folder)
 
     def votes_report(self, session_id: str, method: str) -> tuple[FeedbackReport, Path]:
@@ -440,14 +453,12 @@ class Services:
         (the adapter's name, notes). Raises ServiceInputError (or jobs.AdapterNameError) saying what is wrong."""
         name = sanitise_adapter_name(name, self.queue.taken_names())
         root = self.queue.adapters_root
-        evicted = quotas.make_room_for_adapter(self.engine, root, self.queue.quotas,
-                                               is_busy={j.name for j in self.queue.jobs.values()
-                                                        if not j.finished}.__contains__)
         scratch = temporary_sibling(root / name)
         try:
             _extract_adapter_zip(Path(upload), scratch)
-            meta = validate_adapter_dir(scratch)
-            meta = {**meta, "name": name, "uploaded": True}
+            meta = {**validate_adapter_dir(scratch), "name": name, "uploaded": True}
+            self.engine.check_base_match(AdapterInfo(name, scratch, meta, "user"))
+            notes = self._make_room(extra=1)  # only once it is known to attach: a refused zip evicts nothing
             final = replace_directory(scratch, root / name)
             try:
                 self.engine.attach(AdapterInfo(name, final, meta, "user"))
@@ -455,12 +466,10 @@ class Services:
                 shutil.rmtree(final, ignore_errors=True)
                 raise
         except AdapterError as exc:
-            shutil.rmtree(scratch, ignore_errors=True)
             raise ServiceInputError(f"The adapter was not added: {exc}") from None
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        note = quotas.eviction_note(evicted, self.queue.quotas)
-        return name, [note] if note else []
+        return name, notes
 
     def suggest_adapter_name(self, method: str) -> str:
         taken = self.queue.taken_names()

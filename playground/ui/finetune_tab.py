@@ -703,7 +703,8 @@ def _progress_and_result() -> dict[str, gr.components.Component]:
             with gr.Accordion("Add an adapter trained elsewhere (a .zip of a PEFT or TRL adapter folder)", open=False):
                 out["add_zip"] = gr.File(label="Adapter .zip (adapter_config.json, adapter_model.safetensors)",
                                          file_types=[".zip"], type="filepath", elem_id="pg-ft-add-zip", height=100)
-                out["add_name"] = gr.Textbox(label="Name it", placeholder="e.g. trl-dpo-1", elem_id="pg-ft-add-name")
+                out["add_name"] = gr.Textbox(label="Adapter name", elem_id="pg-ft-add-name",
+                                             info="letters, digits, '-' and '_'; becomes a variant on Compare")
                 out["add_button"] = gr.Button("Attach the adapter", elem_id="pg-ft-add")
                 out["add_note"] = gr.Markdown("Safetensors only (no pickles); its base must be the loaded one. "
                                               "Larger adapters go into the data directory's adapters/ folder.",

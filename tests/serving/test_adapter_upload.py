@@ -71,3 +71,25 @@ def test_not_a_zip_or_another_base_is_refused(services, tmp_path, tokenizer):
     assert _left(services) == [] and "other" not in services.variant_names()
     with pytest.raises(gr.Error, match="Choose the adapter's .zip first"):
         finetune_tab.add_adapter(services, None, "x")
+
+
+def test_a_refused_upload_evicts_nothing_and_a_good_one_makes_room(services, tmp_path, tokenizer):
+    import dataclasses
+
+    from conftest import save_random_adapter
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from playground import config
+
+    services.queue.quotas = dataclasses.replace(config.QUOTAS, user_adapters=1)
+    good = _zip(tmp_path, services.engine.adapters["dpo"].path, "good.zip")
+    finetune_tab.add_adapter(services, str(good), "first")
+    other = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=48, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2))
+    foreign = _zip(tmp_path, save_random_adapter(other, tmp_path / "other-base", seed=3), "other.zip")
+    with pytest.raises(gr.Error, match="was made for base"):
+        finetune_tab.add_adapter(services, str(foreign), "second")
+    assert _left(services) == ["first"] and "first" in services.variant_names()  # the refusal evicted nothing
+    note, _, _ = finetune_tab.add_adapter(services, str(good), "third")
+    assert "the oldest were removed: first" in note and _left(services) == ["third"]
+    assert "first" not in services.variant_names()
