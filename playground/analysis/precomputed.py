@@ -1,7 +1,8 @@
 """The disk cache of precomputed Inspect numbers: the shipped adapters on the bundled held-out pairs.
 
-Written by ``python -m playground.cli.precompute`` and validated on load by the data set hash, the base identity and
-each adapter file's SHA-256, so a stale file is ignored rather than shown as if it applied.
+Written by ``python -m playground.cli.precompute`` and validated on load by the data set hash, the base identity, the
+base weights' fingerprint (``engine.fingerprint``; a file without one is checked by the identity alone) and each
+adapter file's SHA-256, so a stale file is ignored rather than shown as if it applied.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def save_precomputed(engine: Engine, scores: DatasetScores, path: Path = DEFAULT
             for m, d in scores.task.items()}
     payload = {"format": DISK_CACHE_FORMAT, "version": DISK_CACHE_VERSION, "dataset_hash": scores.dataset_hash,
                "dataset_file": dataset_file, "n_pairs": scores.n_pairs, "base_identity": scores.base_identity,
-               "max_length": scores.max_length, "variants": scores.variants, "entries": entries, "task": task,
+               "base_fingerprint": engine.base_fingerprint, "max_length": scores.max_length,
+               "variants": scores.variants, "entries": entries, "task": task,
                "reward_model": scores.reward_model.to_json() if scores.reward_model is not None else None,
                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     return atomic_write_json(path, payload, indent=1)
@@ -63,7 +65,8 @@ def load_precomputed(engine: Engine, pairs_df: pd.DataFrame | None, cache: Inspe
                      path: Path = DEFAULT_DISK_CACHE) -> DatasetScores | None:
     """The precomputed scores for ``pairs_df``, or None when the file is missing, unreadable or stale.
 
-    Stale means: another data set (hash), another base (identity), or no valid reference entry. An adapter entry
+    Stale means: another data set (hash), another base (identity), other base weights (a recorded fingerprint that
+    is not the loaded base's), or no valid reference entry. An adapter entry
     whose file hash differs from the attached adapter's is dropped on its own. Valid entries also go into ``cache``
     so a Score click on the same data reuses them.
     """
@@ -79,6 +82,11 @@ def load_precomputed(engine: Engine, pairs_df: pd.DataFrame | None, cache: Inspe
         dhash = dataset_hash(pairs, max_length)
         if payload["dataset_hash"] != dhash or payload["base_identity"] != base_identity(engine):
             log.info("Ignoring %s: it was computed for another data set or base model", path)
+            return None
+        recorded = payload.get("base_fingerprint")
+        if recorded and engine.base_fingerprint and recorded != engine.base_fingerprint:
+            log.info("Ignoring %s: it was computed on other weights of this base (fingerprint %s, loaded %s)", path,
+                     str(recorded)[:12], engine.base_fingerprint[:12])
             return None
         sides: dict[str, SideScores] = {}
         for entry in payload["entries"]:

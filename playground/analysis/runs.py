@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from playground.common.numbers import finite_or_none
+from playground.engine import fingerprint
 
 # The run facts shown above the hyperparameters, by meta.json key
 RUN_FACTS = (("method", "method"), ("data_file", "data"), ("train_rows", "training rows"),
@@ -18,6 +19,8 @@ HELDOUT_COLUMNS = (("preference_accuracy", "held-out preference accuracy"), ("me
                    ("dpo_loss", "held-out DPO loss"), ("drift", "drift (nats/token)"), ("pairs", "pairs"))
 ANSWER_COLUMNS = (("mean_words", "mean words"), ("share_repetitive", "share repetitive"),
                   ("mean_fluency", "fluency"), ("mean_rouge_l", "ROUGE-L to chosen"))
+BASE_WEIGHTS_SHOWN = {fingerprint.SAME: "the loaded ones", fingerprint.OTHER: "other weights of this base",
+                      fingerprint.UNRECORDED: "not recorded", fingerprint.UNCHECKED: "not checked"}
 
 
 def flatten(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -46,22 +49,45 @@ def settings_table(metas: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     return frame.reset_index()
 
 
-def results_table(metas: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+def results_table(metas: Mapping[str, Mapping[str, Any]], loaded_fingerprint: str | None = None) -> pd.DataFrame:
     """One row per adapter: its held-out metrics (what they were measured on) and its answers' measures (the
-    base vs adapter report of the run)."""
+    base vs adapter report of the run).
+
+    With ``loaded_fingerprint`` (the loaded base's, ``engine.fingerprint``) each record's ``base_fingerprint`` is
+    checked (column "base weights"): the numbers of a run trained on other weights of this base were measured on
+    those, so they are left out and "measured on" says so, unless ``python -m playground.evaluate --write-meta``
+    measured the adapter again on the loaded weights (its ``evaluation`` records their fingerprint): then those
+    numbers are shown."""
     records = []
     for name, meta in metas.items():
-        held = meta.get("heldout_metrics") or {}
-        summaries = ((meta.get("answers_eval") or {}).get("summaries") or {})
-        tuned = next((v for k, v in summaries.items() if k != "base"), {}) or {}
+        held, tuned, measured_on = _measured(meta)
+        status = fingerprint.compare(meta.get("base_fingerprint"), loaded_fingerprint) if loaded_fingerprint else ""
+        if status == fingerprint.OTHER:
+            evaluation = meta.get("evaluation") or {}
+            if evaluation.get("base_fingerprint") == loaded_fingerprint and meta.get("heldout_eval"):
+                held, tuned = meta["heldout_eval"], (evaluation.get("adapter") or {}).get("answers") or {}
+                measured_on = (f"{evaluation.get('pairs')} pairs of {evaluation.get('data')}, measured again on the "
+                               "loaded base weights")
+            else:
+                held, tuned = {}, {}
+                measured_on = ("not shown: measured on other weights of this base (the ones it was trained on)"
+                               + (f", {measured_on}" if measured_on else ""))
         record: dict[str, Any] = {"adapter": name}
         record.update({label: finite_or_none(held.get(key)) for key, label in HELDOUT_COLUMNS})
         record.update({label: finite_or_none(tuned.get(key)) for key, label in ANSWER_COLUMNS})
-        record["measured on"] = meta.get("heldout_source") or ""
+        record["measured on"] = measured_on
+        record["base weights"] = BASE_WEIGHTS_SHOWN.get(status, "")
         records.append(record)
     columns = ["adapter", *(label for _, label in HELDOUT_COLUMNS), *(label for _, label in ANSWER_COLUMNS),
-               "measured on"]
+               "measured on", "base weights"]
     return pd.DataFrame(records, columns=columns)
+
+
+def _measured(meta: Mapping[str, Any]) -> tuple[Mapping[str, Any], Mapping[str, Any], str]:
+    """A run's own held-out metrics, its adapter's answer measures and what they were measured on."""
+    summaries = ((meta.get("answers_eval") or {}).get("summaries") or {})
+    tuned = next((v for k, v in summaries.items() if k != "base"), {}) or {}
+    return meta.get("heldout_metrics") or {}, tuned, str(meta.get("heldout_source") or "")
 
 
 def histories(metas: Mapping[str, Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:

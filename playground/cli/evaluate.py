@@ -79,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--trait", choices=sorted(TRAITS), default="concise",
                         help="which style the answers are checked for (the demo data's: concise)")
     parser.add_argument("--beta", type=float, default=config.LOSS.beta)
-    parser.add_argument("--write-meta", action="store_true", help="store the results in each adapter's meta.json")
+    parser.add_argument("--write-meta", action="store_true",
+                        help="store the results in each adapter's meta.json (with the fingerprint of the base "
+                             "weights they were measured on)")
     parser.add_argument("--out", help="also write the JSON report here")
     return parser
 
@@ -143,7 +145,8 @@ def write_meta(engine, adapters: list[str], results: dict[str, Any]) -> None:
         meta = json.loads(path.read_text(encoding="utf-8"))
         mine = results["variants"][adapter]
         meta["evaluation"] = {"data": results["data"], "pairs": results["pairs"], **results["answers"],
-                              "base": {"answers": base["answers"], "style": base["style"]}, "adapter": mine}
+                              "base": {"answers": base["answers"], "style": base["style"]}, "adapter": mine,
+                              "base_fingerprint": engine.base_fingerprint}  # the weights it was measured on
         meta["heldout_eval"] = mine["preference"]
         meta.pop("style_eval", None)
         atomic_write_json(path, meta, indent=1)

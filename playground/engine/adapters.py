@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from playground.engine import fingerprint
+
 ADAPTER_REQUIRED_FILES = ("adapter_config.json", "adapter_model.safetensors")
 # What an adapter folder without this playground's meta.json is taken to be (its base is still checked by shape)
 PLAIN_PEFT_META = {"method": "peft", "note": "a plain PEFT LoRA folder without meta.json (e.g. trained with TRL)"}
@@ -27,10 +29,23 @@ class AdapterInfo:
     path: Path
     meta: dict[str, Any] = field(default_factory=dict)
     source: str = "shipped"  # "shipped" | "user"
+    # its recorded base weights against the loaded base's (``engine.fingerprint``: same, other, unrecorded,
+    # unchecked); set by ``Engine.attach``, "" until then
+    base_weights: str = ""
 
     @property
     def method(self) -> str:
         return str(self.meta.get("method", "?"))
+
+    @property
+    def base_note(self) -> str:
+        """A few words when the adapter's base weights are not known to be the loaded base's, else ""."""
+        return fingerprint.note(self.base_weights)
+
+    def describe(self) -> str:
+        """How a variant list labels it: ``"DPO adapter, shipped"``, with :attr:`base_note` after it when there is
+        one (``"DPO adapter, shipped, trained on other base weights: ..."``)."""
+        return ", ".join(part for part in (f"{self.method.upper()} adapter", self.source, self.base_note) if part)
 
 
 def validate_adapter_dir(path: Path) -> dict[str, Any]:

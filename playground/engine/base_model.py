@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,9 +119,36 @@ def model_directory(source: BaseModelSource) -> str:
     return source.name
 
 
+_HUB_CACHE_SNAPSHOT = re.compile(r"models--([^/]+?)--([^/]+)/snapshots/[0-9a-f]{40}/?$")
+
+
+def hub_base_id(source: BaseModelSource) -> str | None:
+    """The hub id of the loaded base, which adapters name as their base (``base_model_name_or_path``): the hub id the
+    embedded model was converted from (``config.HUB_BASE_MODEL``), a hub source's own id, or, for a local directory
+    that is a snapshot in a Hugging Face hub cache (``.../models--owner--name/snapshots/<hash>``), that id. None for
+    any other local directory: it has no hub id."""
+    if source.kind == "embedded":
+        return config.HUB_BASE_MODEL
+    if source.kind == "hub":
+        return source.name
+    found = _HUB_CACHE_SNAPSHOT.search(Path(source.name).as_posix())
+    return f"{found.group(1)}/{found.group(2)}" if found else None
+
+
 def base_model_id(source: BaseModelSource) -> str:
-    """The id written into adapters' metadata: the hub id the embedded model came from, else the given name."""
-    return config.HUB_BASE_MODEL if source.kind == "embedded" else source.name
+    """The id written into adapters' metadata and configs: the base's hub id (:func:`hub_base_id`), else the local
+    directory it was loaded from."""
+    return hub_base_id(source) or source.name
+
+
+def weights_origin(source: BaseModelSource) -> str:
+    """Where the loaded base's weights come from, in words (a merged checkpoint's card says it)."""
+    if source.kind == "embedded":
+        return (f"dequantised from the 4-bit GGUF {config.EMBEDDED_GGUF_FILE} (package {config.EMBEDDED_PACKAGE}), "
+                "not the hub's full-precision weights")
+    if source.kind == "hub":
+        return "the hub's weights"
+    return f"loaded from the local directory {Path(source.name).name}"
 
 
 def load_tokenizer(directory: str):

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from playground import config
+from playground.engine import fingerprint
 from playground.engine.adapters import (
     AdapterError,
     AdapterInfo,
@@ -23,7 +24,13 @@ from playground.engine.adapters import (
     discover_adapters,
     validate_adapter_dir,
 )
-from playground.engine.base_model import BaseModelSource, base_model_id, load_base_model, resolve_base_model
+from playground.engine.base_model import (
+    BaseModelSource,
+    base_model_id,
+    hub_base_id,
+    load_base_model,
+    resolve_base_model,
+)
 from playground.engine.device import DeviceChoice, pick_device
 from playground.engine.scheduler import DecodeScheduler
 
@@ -33,11 +40,14 @@ log = logging.getLogger(__name__)
 class Engine:
     """The base model in memory with its adapters attached by name, plus the lock that serialises model calls."""
 
-    def __init__(self, model, tokenizer, device: DeviceChoice, source: BaseModelSource, base_factory=None):
+    def __init__(self, model, tokenizer, device: DeviceChoice, source: BaseModelSource, base_factory=None,
+                 base_fingerprint: str | None = None):
         self.base_model = model
         self.tokenizer = tokenizer
         self.device = device
         self.source = source
+        # which weights are loaded (``engine.fingerprint``), computed before any adapter is attached
+        self.base_fingerprint = base_fingerprint or fingerprint.weights_fingerprint(model)
         self.model = model  # becomes a PeftModel once the first adapter is attached
         self.adapters: dict[str, AdapterInfo] = {}
         self.lock = threading.RLock()
@@ -57,12 +67,29 @@ class Engine:
     def load(cls, source: BaseModelSource | None = None, device: DeviceChoice | None = None) -> Engine:
         source = source or resolve_base_model()
         device = device or pick_device()
-        model, tokenizer = load_base_model(source, device)
-        return cls(model, tokenizer, device, source)
+        # loaded on the CPU and fingerprinted there, then moved: on ZeroGPU no GPU is attached at start-up
+        model, tokenizer = load_base_model(source, DeviceChoice(torch.device("cpu"), device.weight_dtype,
+                                                                device.autocast_dtype))
+        weights = fingerprint.weights_fingerprint(model)
+        model.to(device.device)
+        return cls(model, tokenizer, device, source, base_fingerprint=weights)
 
     @property
     def base_id(self) -> str:
+        """What adapters name as their base (meta.json ``base_model``, adapter_config.json
+        ``base_model_name_or_path``): the hub id of the loaded base, or its local directory when it has none."""
         return base_model_id(self.source)
+
+    @property
+    def hub_id(self) -> str | None:
+        """The hub id of the loaded base (``base_model.hub_base_id``): ``config.HUB_BASE_MODEL`` for the embedded
+        base, the id for a hub base; None for a local directory that is not a hub cache snapshot."""
+        return hub_base_id(self.source)
+
+    def base_weights_notice(self) -> str:
+        """The page header's paragraph about attached adapters trained on other weights of this base, or with no
+        record of theirs ("" when every adapter's base weights are the loaded ones)."""
+        return fingerprint.base_weights_notice({name: info.base_weights for name, info in self.adapters.items()})
 
     def variant_names(self) -> list[str]:
         """``base`` followed by every attached adapter, in attachment order."""
@@ -83,6 +110,11 @@ class Engine:
         if info.name in self.adapters:
             raise AdapterError(f"An adapter named {info.name!r} is already attached.")
         self.check_base_match(info)
+        info.base_weights = fingerprint.compare(info.meta.get("base_fingerprint"), self.base_fingerprint)
+        if info.base_weights == fingerprint.OTHER:
+            log.warning("Adapter %r was trained on other weights of this base (fingerprint %s, loaded %s): it "
+                        "attaches, but its recorded numbers do not apply", info.name,
+                        str(info.meta.get("base_fingerprint"))[:12], self.base_fingerprint[:12])
         with self.lock:
             try:
                 if isinstance(self.model, PeftModel):

@@ -25,6 +25,7 @@ from playground.common.numbers import json_safe
 from playground.engine import threads
 from playground.engine.answers import training_answers_report
 from playground.engine.device import DeviceChoice
+from playground.engine.fingerprint import weights_fingerprint
 from playground.engine.metrics import heldout_preference
 from playground.engine.packed import cached_head_casts
 from playground.engine.templating import Prompt
@@ -153,7 +154,8 @@ def train(base_model, tokenizer, train_frame: pd.DataFrame, train_config: config
     ``train_frame``: normalised feedback rows (prompt, chosen, rejected) for DPO, (prompt, completion, label) for KTO.
     ``heldout_frame``: paired rows, measured during the run (early stopping, keeping the best adapter) and after it
     (held-out metrics, base vs adapter answers). ``probe_prompts`` default to the held-out rows' first prompts.
-    Saves atomically to ``out_dir`` unless cancelled.
+    Saves atomically to ``out_dir`` unless cancelled; meta.json records ``base_fingerprint`` (``engine.fingerprint``)
+    of ``base_model`` as it was before training.
     """
     cancel = cancel or threading.Event()
     hooks = hooks or RunHooks(on_phase=on_phase)
@@ -164,6 +166,7 @@ def train(base_model, tokenizer, train_frame: pd.DataFrame, train_config: config
     total_steps = count_steps(len(data), train_config)
     batches = plan_batches(data.lengths(), train_config.batch_size, total_steps, train_config.seed,
                            bucket_batches=method.bucket_batches)
+    base_weights = weights_fingerprint(base_model)  # which base weights the adapter is trained on (meta.json)
     model = attach_lora(base_model.to(device.device), train_config.lora, train_config.seed)
     inputs = StepInputs(model, data, tokenizer.pad_token_id, device.device, train_config)
     if probe_prompts is None:
@@ -185,7 +188,7 @@ def train(base_model, tokenizer, train_frame: pd.DataFrame, train_config: config
         step_seconds = training_seconds - (sum(watch.seconds.values()) - watched_before)  # watching has its own
         kept = watch.keep_best(len(history)) if not cancelled else None
     model.eval()
-    meta_extra = {**(extra_meta or {}), **_watch_record(watch, kept)}
+    meta_extra = {**(extra_meta or {}), "base_fingerprint": base_weights, **_watch_record(watch, kept)}
     after_started = time.perf_counter()
     if not cancelled:
         measured = watch.final_metrics(kept) if kept is not None or len(history) in watch.eval_at else None

@@ -8,17 +8,19 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from playground.common.files import remove_leftovers, replace_directory, temporary_sibling
+from playground.common.files import atomic_write_text, remove_leftovers, replace_directory, temporary_sibling
 
 
 def model_card(meta: dict[str, Any]) -> str:
     """The adapter's README.md: what it is, what it was trained on, with which settings, and how it scored."""
     held = meta.get("heldout_metrics") or {}
     hp = meta.get("hyperparameters", {})
+    weights = (f" (base weights fingerprint `{str(meta['base_fingerprint'])[:16]}`)" if meta.get("base_fingerprint")
+               else "")
     lines = [
         f"# {meta.get('name', 'adapter')}: a {meta['method'].upper()} LoRA adapter",
         "",
-        f"Base model: `{meta.get('base_model')}`. Trained with the DPO vs KTO alignment playground on "
+        f"Base model: `{meta.get('base_model')}`{weights}. Trained with the DPO vs KTO alignment playground on "
         f"{meta.get('train_rows')} rows of `{meta.get('data_file', 'uploaded feedback')}` "
         f"(sha256 `{str(meta.get('data_sha256', ''))[:16]}`).",
         "",
@@ -38,7 +40,9 @@ def save_adapter_atomically(model, out_dir: Path, meta: dict[str, Any], *, overw
     """Write adapter + meta.json + README.md into a temporary sibling folder, then rename it into place.
 
     A crash at any point leaves either the old folder or the new one, never half an adapter; leftovers of a crash
-    are dot-folders the registry ignores and :func:`clean_stale_tmp` removes.
+    are dot-folders the registry ignores and :func:`clean_stale_tmp` removes. ``adapter_config.json`` names
+    ``meta["base_model"]`` (the base's hub id) as ``base_model_name_or_path``, not the local folder PEFT saw the base
+    loaded from, so ``AutoPeftModelForCausalLM.from_pretrained(folder)`` works on any machine.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
@@ -46,6 +50,8 @@ def save_adapter_atomically(model, out_dir: Path, meta: dict[str, Any], *, overw
     tmp = temporary_sibling(out_dir)
     try:
         model.save_pretrained(str(tmp), safe_serialization=True)
+        if isinstance(meta.get("base_model"), str) and meta["base_model"]:
+            name_base_model(tmp, meta["base_model"])
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=False, allow_nan=False) + "\n",
                                        encoding="utf-8")
         (tmp / "README.md").write_text(model_card(meta), encoding="utf-8")
@@ -57,6 +63,14 @@ def save_adapter_atomically(model, out_dir: Path, meta: dict[str, Any], *, overw
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def name_base_model(folder: Path, base_model: str) -> None:
+    """Set ``base_model_name_or_path`` in ``folder``'s adapter_config.json (written the way PEFT writes it)."""
+    path = Path(folder) / "adapter_config.json"
+    adapter_config = json.loads(path.read_text(encoding="utf-8"))
+    adapter_config["base_model_name_or_path"] = base_model
+    atomic_write_text(path, json.dumps(adapter_config, indent=2, sort_keys=True))
 
 
 def clean_stale_tmp(root: Path) -> list[str]:

@@ -3,6 +3,8 @@ adapter's meta.json, overlaid curves, and each run's answer to one prompt."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -54,3 +56,39 @@ def test_the_tab_compares_attached_adapters_and_answers_one_prompt(services):
     assert list(answers["variant"]) == ["base", "dpo", "kto"] and answers["tokens"].min() >= 1
     with pytest.raises(runs_tab.gr.Error, match="Type a prompt"):
         runs_tab.answer_prompt(services, ["dpo"], "  ", 4)
+
+
+def test_numbers_measured_on_other_base_weights_are_not_shown_as_this_bases():
+    loaded = "b" * 64
+    remeasured = {**RUN_A, "base_fingerprint": "a" * 64, "heldout_eval": {"preference_accuracy": 0.8, "pairs": 30},
+                  "evaluation": {"data": "held.csv", "pairs": 30, "base_fingerprint": loaded,
+                                 "adapter": {"answers": {"mean_words": 22.0}}}}
+    frame = results_table({"other": {**RUN_A, "base_fingerprint": "a" * 64}, "same": {**RUN_B, "base_fingerprint":
+                           loaded}, "plain": RUN_A, "again": remeasured}, loaded).set_index("adapter")
+    assert pd.isna(frame.loc["other", "held-out preference accuracy"]) and pd.isna(frame.loc["other", "mean words"])
+    assert frame.loc["other", "measured on"].startswith("not shown: measured on other weights of this base")
+    assert frame.loc["other", "base weights"] == "other weights of this base"
+    assert frame.loc["same", "held-out preference accuracy"] == 0.7 and frame.loc["same", "base weights"] == \
+        "the loaded ones"
+    assert frame.loc["plain", "held-out preference accuracy"] == 0.9 and frame.loc["plain", "base weights"] == \
+        "not recorded"
+    assert frame.loc["again", "held-out preference accuracy"] == 0.8 and frame.loc["again", "mean words"] == 22.0
+    assert frame.loc["again", "measured on"] == "30 pairs of held.csv, measured again on the loaded base weights"
+
+
+def test_the_tab_offers_one_adapter_merged_into_the_base(services):
+    import zipfile
+
+    assert "MiB" in runs_tab.merged_note(services) and "merge_and_unload" in runs_tab.merged_note(services)
+    update, note = runs_tab.merged_download(services, "kto")
+    path = update["value"]
+    assert update["visible"] and path.endswith("kto-merged.zip") and "MiB" in note and "kto" in note
+    with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist())
+    assert {"kto-merged/config.json", "kto-merged/model.safetensors", "kto-merged/README.md",
+            "kto-merged/tokenizer.json", "kto-merged/generation_config.json"} <= names
+    again, _ = runs_tab.merged_download(services, "kto")  # one zip per adapter, replaced
+    assert again["value"] == path and len(list(Path(path).parent.glob("kto-merged*"))) == 1
+    with pytest.raises(runs_tab.gr.Error, match="Choose an attached adapter"):
+        runs_tab.merged_download(services, "not-attached")
+    assert runs_tab.merged_choices(services, "gone")["value"] == "dpo"
