@@ -38,11 +38,13 @@ $(DEVSTAMP): $(STAMP) requirements-dev.txt
 model: setup
 	$(PY) -m playground.cli.prepare_model
 
-# Debian's Chromium for the browser tests (Playwright drives it through executable_path).
+# Debian's Chromium for the browser tests (Playwright drives it through executable_path), and the colour emoji font
+# users' browsers have, so the screenshots show the 👍/👎 buttons as users see them.
+BROWSER_PACKAGES := chromium fonts-noto-color-emoji
 browser:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = "0" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "chromium is not installed: browser tests will be skipped (sudo apt-get install chromium)"; fi; }
+	@{ command -v chromium >/dev/null 2>&1 && fc-list 2>/dev/null | grep -qi "Noto Color Emoji"; } || { \
+	  if [ "$$(id -u)" = "0" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_PACKAGES) >/dev/null; \
+	  else echo "chromium or the emoji font is missing: browser tests may be skipped (sudo apt-get install $(BROWSER_PACKAGES))"; fi; }
 
 lint: setup-dev
 	$(PY) -m ruff check .

@@ -258,6 +258,16 @@ class Quotas:
 
 
 @dataclass(frozen=True)
+class RoomSettings:
+    """Shared rooms: a presenter opens one with a short code, the audience joins with it and votes blind on the
+    presenter's prompts. A code only lets a visitor vote; the room's votes and leaderboard are the presenter's."""
+    code_length: int = 8  # from a 31-letter alphabet without 0/O, 1/I/L: about 40 bits, typed as XXXX-XXXX
+    open_rooms: int = 64  # rooms open on one server at once; opening one more closes the oldest
+    lifetime_hours: float = 24.0  # a room closes on its own this long after it was opened
+    poll_seconds: float = 3.0  # how often a joined page looks for the presenter's next prompt (and the board)
+
+
+@dataclass(frozen=True)
 class AppConfig:
     host: str = "127.0.0.1"  # loopback unless told otherwise (--host / GRADIO_SERVER_NAME)
     port: int = 7860
@@ -290,4 +300,5 @@ THREADS = ThreadPolicy()
 SLIDERS = SliderRanges()
 APP = AppConfig()
 QUOTAS = Quotas()
+ROOMS = RoomSettings()
 LEADERBOARD = LeaderboardConfig()

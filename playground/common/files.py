@@ -65,6 +65,16 @@ def atomic_write_json(path: str | os.PathLike[str], payload: Any, **dumps_option
     return atomic_write_text(path, json.dumps(payload, **dumps_options) + "\n")
 
 
+def write_jsonl(path: str | os.PathLike[str], records: Iterable[Any]) -> Path:
+    """Records as JSON Lines (one object per line, UTF-8 as is, non-JSON values as text), written atomically."""
+    return atomic_write_text(path, "".join(json.dumps(r, default=str, ensure_ascii=False) + "\n" for r in records))
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> list[Any]:
+    """The records of a JSON Lines file written by :func:`write_jsonl` (blank lines skipped)."""
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def temporary_sibling(target: str | os.PathLike[str]) -> Path:
     """A new empty folder next to ``target`` (``.tmp-<name>-XXXX``), to fill and then :func:`replace_directory`."""
     target = Path(target)

@@ -170,6 +170,17 @@ class VoteStore:
             frame["blind"] = [bool(json.loads(extra or "{}").get("blind")) for extra in frame.pop("extra")]
         return frame
 
+    def for_room(self, code: str) -> pd.DataFrame:
+        """The votes cast in a shared room (``serving.rooms``), by every session that joined it, oldest first, with
+        the columns of :data:`COLUMNS`, a bool ``blind`` column and the voter's ``session``."""
+        columns = ["session", *COLUMNS, "extra"]
+        with closing(self._connect()) as conn:
+            rows = conn.execute(f"SELECT {', '.join(columns)} FROM votes WHERE json_extract(extra, '$.room') = ? "
+                                "ORDER BY id", (str(code),)).fetchall()
+        frame = pd.DataFrame(rows, columns=columns)
+        frame["blind"] = [bool(json.loads(extra or "{}").get("blind")) for extra in frame.pop("extra")]
+        return frame
+
     def count(self, session_id: str) -> int:
         if not valid_session_id(session_id):
             return 0

@@ -31,6 +31,19 @@ COMPARE_METRICS = (
 )
 
 
+def bar_axis_range(ends: list[float], headroom: float = 0.2) -> list[float] | None:
+    """A value axis for bars from 0 to ``ends`` (bar tops and error-bar ends) with ``headroom`` of the span free
+    beyond the outermost bar on each side that has one, so a value printed outside a bar stays inside the panel and
+    clear of the panel's title; None (autorange) when there is no bar."""
+    if not ends:
+        return None
+    low, high = min(0.0, *ends), max(0.0, *ends)
+    if low == high:  # every bar is 0 (the base's implied reward): a symmetric axis around it
+        return [-1.0, 1.0]
+    pad = headroom * (high - low)
+    return [low - pad if low < 0 else low, high + pad if high > 0 else high]
+
+
 def compare_metrics_figure(rows: list[dict]) -> go.Figure:
     """Small multiples, one panel per metric (V, implied reward, mean token log-prob, length), one bar per variant.
 
@@ -50,10 +63,13 @@ def compare_metrics_figure(rows: list[dict]) -> go.Figure:
     fig = make_subplots(rows=1, cols=len(COMPARE_METRICS), subplot_titles=[t for _, t, _ in COMPARE_METRICS],
                         horizontal_spacing=0.08)
     for col, (key, title, unit) in enumerate(COMPARE_METRICS, start=1):
+        ends: list[float] = []
         for name in order:
             values = finite_values([as_number(r.get(key)) for r in grouped[name]])
             mean = float(values.mean()) if values.size else math.nan
             spread = float(values.std()) if values.size > 1 else 0.0
+            if values.size:
+                ends += [mean - spread, mean + spread]
             hover = (f"<b>{name}</b><br>{title}: {format_number(mean, 4)} {unit}"
                      + (f"<br>± {format_number(spread, 3)} (std over {values.size})" if values.size > 1 else ""))
             fig.add_trace(go.Bar(
@@ -62,7 +78,7 @@ def compare_metrics_figure(rows: list[dict]) -> go.Figure:
                 text=[format_number(mean, 3) if values.size else "n/a"], textposition="outside", cliponaxis=False,
                 error_y=dict(type="data", array=[spread], visible=values.size > 1),
             ), row=1, col=col)
-        fig.update_yaxes(title_text=unit, row=1, col=col)
+        fig.update_yaxes(title_text=unit, row=1, col=col, range=bar_axis_range(ends))
     style_figure(fig, "Per-variant answer metrics", height=440, barmode="group", bargap=0.25,
            legend=dict(orientation="h", y=-0.12, x=0.5, xanchor="center"))
     fig.update_xaxes(showticklabels=False)

@@ -40,7 +40,7 @@ from playground.common.files import (
 )
 from playground.common.numbers import finite_or_none, json_safe
 from playground.engine.adapters import AdapterError, AdapterInfo, validate_adapter_dir
-from playground.engine.base_model import resolve_base_model
+from playground.engine.base_model import resolve_base_model, weights_origin
 from playground.engine.engine import Engine
 from playground.feedback import (
     FeedbackReport,
@@ -50,18 +50,21 @@ from playground.feedback import (
 )
 from playground.feedback.votes import VoteStore, to_unpaired_rows, valid_session_id, write_exports
 from playground.serving import gpu_tasks, quotas, zerogpu
-from playground.serving.blind import BallotBox
+from playground.serving.blind import BallotBox, blind_order
+from playground.serving.rooms import Room, RoomStore, Round, normalise_code
 from playground.serving.settings import ServiceInputError
+from playground.training import merge
 from playground.training.data import choose_heldout, validate_train_config
-from playground.training.export_trl import write_trl_project, zip_project
-from playground.training.jobs import Job, TrainingQueue, sanitise_adapter_name
+from playground.training.export_trl import recorded_training, write_trl_project, zip_project
+from playground.training.jobs import Job, TrainingQueue, sanitise_adapter_name, train_config_from_json
 from playground.training.saving import clean_stale_tmp
 
 log = logging.getLogger(__name__)
 
 SHIPPED_ADAPTERS_DIR = config.REPO_ROOT / "checkpoints"
-EXAMPLES_DIR = config.REPO_ROOT / "data" / "examples"
-HELDOUT_FILE = config.REPO_ROOT / "data" / "demo_pairs_heldout.csv"
+DATA_DIR = config.REPO_ROOT / "data"  # the demo data the shipped adapters were trained on
+EXAMPLES_DIR = DATA_DIR / "examples"
+HELDOUT_FILE = DATA_DIR / "demo_pairs_heldout.csv"
 DEMO_TRAINING_FILES = (config.REPO_ROOT / "data" / "demo_pairs_train.csv",
                        config.REPO_ROOT / "data" / "demo_unpaired_train.csv")
 BUILTIN_PROMPTS = (
@@ -89,12 +92,15 @@ class Services:
     heldout_source: str = ""
     engine_key: str = ""  # the engine's key in the zerogpu registry (what GPU functions receive instead of it)
     ballots: BallotBox = field(default_factory=BallotBox)  # blind API generations waiting for their vote
+    rooms: RoomStore | None = None  # shared rooms; None: kept beside the votes in the data dir
     _exports_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     _exports_swept: float = field(default=-math.inf, repr=False, compare=False)  # monotonic time of the last sweep
 
     def __post_init__(self) -> None:
         if not self.engine_key:
             self.engine_key = zerogpu.register_engine(self.engine)
+        if self.rooms is None:
+            self.rooms = RoomStore(Path(self.data_dir) / "rooms.sqlite3")
 
     # ----------------------------------------------------------------------------------------------------------------
     @classmethod
@@ -136,6 +142,43 @@ class Services:
             votes = votes[votes["blind"]]
         return leaderboard(votes)
 
+    # ----------------------------------------------------------------------------------------------------------------
+    # Shared rooms (serving.rooms): the presenter's prompts voted on blind by everyone who joined with the code
+
+    def open_room(self, presenter: str) -> Room:
+        """The presenter's room (a new one, or the one they already have open)."""
+        if not valid_session_id(presenter):
+            raise ServiceInputError("No valid session id: reload the page to start a session.")
+        return self.rooms.open(presenter)
+
+    def room(self, code: str, session_id: str | None = None) -> Room:
+        """The room of ``code`` for a member (RoomError when unknown or closed; its presenter also reads it closed)."""
+        return self.rooms.get(code, presenter=session_id)
+
+    def publish_round(self, code: str, presenter: str, prompt: str, system: str, answers: dict[str, str],
+                      scored: dict[str, Any]) -> Round:
+        """The presenter's generation as the room's next round, its variants in the server's blind order for the
+        prompt (the order a blind generation of that prompt shows here)."""
+        variants = blind_order(self.secret, prompt, list(answers))
+        return self.rooms.publish(code, presenter, prompt, system, variants, answers, scored)
+
+    def room_votes(self, code: str, presenter: str) -> pd.DataFrame:
+        """Every vote cast in the room, by all its members; the presenter's to read, nobody else's."""
+        room = self.rooms.get(code, presenter=presenter)
+        if room.presenter != presenter:
+            raise ServiceInputError(f"Only the presenter of room {room.shown_code} sees its votes.")
+        return self.votes.for_room(room.code)
+
+    def room_leaderboard(self, code: str, presenter: str) -> Leaderboard:
+        """The room's pairwise votes as a leaderboard (every room vote is blind)."""
+        return leaderboard(self.room_votes(code, presenter))
+
+    def room_exports(self, code: str, presenter: str) -> dict[str, Path]:
+        """The room's votes as training files (``room-<code>_paired.csv`` / ``_unpaired.csv``), like a session's."""
+        frame = self.room_votes(code, presenter)
+        with self._exports_lock:
+            return write_exports(frame, self.exports_folder(presenter), stem=f"room-{normalise_code(code)}")
+
     def variant_names(self) -> list[str]:
         return self.engine.variant_names()
 
@@ -148,13 +191,19 @@ class Services:
         return chosen
 
     def describe(self) -> dict[str, Any]:
-        """What the page header shows: base model, device, adapters (name, method, shipped/user)."""
+        """What the page header shows: base model (its hub id and weights' fingerprint), device, adapters (name,
+        method, shipped/user, their base weights against the loaded ones and the few words that say so), and the
+        notice about adapters trained on other weights of this base (``Engine.base_weights_notice``; "" if none)."""
         return {
             "base_model": self.engine.base_id,
+            "hub_id": self.engine.hub_id,
+            "base_fingerprint": self.engine.base_fingerprint,
             "source": self.engine.source.describe(),
             "device": self.engine.device.describe(),
-            "adapters": [{"name": info.name, "method": info.method, "source": info.source}
+            "adapters": [{"name": info.name, "method": info.method, "source": info.source,
+                          "base_weights": info.base_weights, "base_note": info.base_note, "label": info.describe()}
                          for info in self.engine.adapters.values()],
+            "base_weights_notice": self.engine.base_weights_notice(),
         }
 
     def example_files(self) -> list[Path]:
@@ -312,11 +361,34 @@ class Services:
         label, frame, heldout, measured_on, _notes = self._training_rows(report, train_config, heldout_fraction,
                                                                          data_label)
         validate_train_config(train_config, len(frame))
-        stem = f"{name or train_config.method}-trl"
+        return self._trl_zip(f"{name or train_config.method}-trl", frame, train_config, heldout,
+                             f"{label} ({measured_on or 'no held-out split'})")
+
+    def export_adapter_trl(self, name: str) -> Path:
+        """An adapter already trained (here, shipped, or by the CLI) as a zipped TRL + accelerate project: the rows
+        and held-out pairs it was trained and measured on (``export_trl.recorded_training``) and the settings its
+        ``meta.json`` records. ServiceInputError when the adapter records no settings or its data is not here."""
+        info = self.engine.adapters.get(name)
+        if info is None:
+            raise ServiceInputError(f"No adapter named {name!r} is attached.")
+        settings = info.meta.get("hyperparameters")
+        if not isinstance(settings, dict):
+            raise ServiceInputError(f"{name} records no training settings (an uploaded or plain PEFT adapter): export "
+                                    "from the Fine-tune tab with its data and settings instead.")
+        train_config = train_config_from_json(settings)
+        try:
+            frame, heldout, source = recorded_training(info.path, info.meta, (DATA_DIR, self.data_dir), HELDOUT_FILE)
+        except ValueError as exc:
+            raise ServiceInputError(str(exc)) from None
+        return self._trl_zip(f"{name}-trl", frame, train_config, heldout, source)
+
+    def _trl_zip(self, stem: str, frame: pd.DataFrame, train_config: config.TrainConfig,
+                 heldout: pd.DataFrame | None, source: str) -> Path:
+        """Write the TRL project into a scratch folder and zip it to ``<zips>/<stem>.zip`` (replaced atomically)."""
         folder = self._zips_folder()
         with tempfile.TemporaryDirectory(dir=folder, prefix=".export-") as scratch:
             write_trl_project(Path(scratch) / stem, frame, train_config, self.engine.base_id, heldout=heldout,
-                              source=f"{label} ({measured_on or 'no held-out split'})")
+                              source=source)
             built = zip_project(Path(scratch) / stem, Path(scratch) / f"{stem}.zip")
             target = folder / f"{stem}.zip"
             os.replace(built, target)
@@ -510,6 +582,29 @@ class Services:
         for record in records.values():
             record["this_device"] = record["device"] == here
         return sorted(records.values(), key=lambda r: (not r["this_device"], r["method"], r["name"]))
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Runs: an adapter merged into the base, for serving with other engines
+
+    def merged_checkpoint(self, name: str) -> Path:
+        """The adapter ``name`` merged into a fresh copy of the base (``training.merge``: a full safetensors
+        checkpoint with the tokenizer, generation config and a model card) as ``<name>-merged.zip`` in the server's
+        zip folder: one per adapter name, replaced atomically; one merge at a time (each holds a copy of the base).
+        """
+        info = self.engine.adapters.get(name)
+        if info is None:
+            raise ServiceInputError(f"No adapter named {name!r} is attached.")
+        folder = self._zips_folder()
+        stem = f"{name}-merged"
+        with merge.MERGE_LOCK, tempfile.TemporaryDirectory(dir=folder, prefix=".merge-") as scratch:
+            checkpoint = merge.write_merged_checkpoint(
+                self.engine.fresh_base(), self.engine.tokenizer, Path(info.path), Path(scratch) / stem,
+                base_id=self.engine.base_id, base_fingerprint=self.engine.base_fingerprint, name=name,
+                weights_origin=weights_origin(self.engine.source))
+            built = merge.zip_checkpoint(checkpoint, Path(scratch) / f"{stem}.zip")
+            target = folder / f"{stem}.zip"
+            os.replace(built, target)
+        return target
 
 
 ADAPTER_ZIP_FILES = frozenset({"adapter_config.json", "adapter_model.safetensors", "meta.json", "README.md"})

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from playground import config
-from playground.common.files import atomic_write_text
+from playground.common.files import atomic_write_text, read_jsonl, sha256_file, write_jsonl
 from playground.feedback import frame_for_method
 from playground.training.data import count_steps
 
@@ -131,11 +131,11 @@ def write_trl_project(folder: Path, frame: pd.DataFrame, train_config: config.Tr
     """
     folder = Path(folder)
     method = train_config.method
-    written = [atomic_write_text(folder / "train.jsonl", _jsonl(trl_rows(frame, method)))]
+    written = [write_jsonl(folder / "train.jsonl", trl_rows(frame, method))]
     has_eval = heldout is not None and len(heldout) > 0
     if has_eval:
         eval_rows, _ = frame_for_method(heldout, "paired", method)
-        written.append(atomic_write_text(folder / "eval.jsonl", _jsonl(trl_rows(eval_rows, method))))
+        written.append(write_jsonl(folder / "eval.jsonl", trl_rows(eval_rows, method)))
     settings = trl_settings(train_config, len(frame), base_model)
     written += [
         atomic_write_text(folder / "settings.json", json.dumps(settings, indent=1) + "\n"),
@@ -146,6 +146,41 @@ def write_trl_project(folder: Path, frame: pd.DataFrame, train_config: config.Tr
     return written
 
 
+def recorded_training(adapter_dir: Path, meta: dict[str, Any], data_roots: tuple[Path, ...] = (),
+                      heldout_file: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame | None, str]:
+    """(training rows, held-out pairs or None, where they came from) of an adapter already trained: the rows kept in
+    its folder (a run of this server, ``jobs.KEPT_ROWS_FILE``), else its ``meta.json``'s ``data_file`` found under
+    one of ``data_roots`` with the recorded sha256 (the shipped adapters and the CLI's), read and converted the
+    way the training read them. ValueError, naming what is missing, when neither is there."""
+    from playground.feedback import read_feedback
+    from playground.training.jobs import KEPT_HELDOUT_FILE, KEPT_ROWS_FILE
+
+    adapter_dir = Path(adapter_dir)
+    method = str(meta.get("method", ""))
+    kept = adapter_dir / KEPT_ROWS_FILE
+    if kept.is_file():
+        frame = pd.DataFrame(read_jsonl(kept))
+        held_path = adapter_dir / KEPT_HELDOUT_FILE
+        heldout = pd.DataFrame(read_jsonl(held_path)) if held_path.is_file() else None
+        return frame, heldout, f"the {len(frame)} rows {adapter_dir.name} was trained on (kept with the adapter)"
+    data_file = str(meta.get("data_file") or "")
+    for root in data_roots:
+        path = Path(root) / data_file
+        if data_file and path.is_file() and sha256_file(path) == meta.get("data_sha256"):
+            report = read_feedback(path)
+            frame, _note = frame_for_method(report.data, report.format, method)
+            heldout = None
+            if heldout_file is not None and Path(heldout_file).name in str(meta.get("heldout_source", "")):
+                held_report = read_feedback(heldout_file)
+                heldout = held_report.data if held_report.format == "paired" else None
+            return frame, heldout, f"`{data_file}` (sha256 {meta['data_sha256'][:12]}, as recorded in meta.json)"
+    if data_file:
+        raise ValueError(f"The data {adapter_dir.name} was trained on ({data_file}) is not on this server, or has "
+                         "changed since: export from the Fine-tune tab with the file loaded instead.")
+    raise ValueError(f"{adapter_dir.name} keeps no record of its training data (an uploaded or plain PEFT adapter): "
+                     "export from the Fine-tune tab with the data loaded instead.")
+
+
 def zip_project(folder: Path, target: Path) -> Path:
     """The project folder as a zip (one top folder named like ``target``'s stem)."""
     with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
@@ -153,7 +188,3 @@ def zip_project(folder: Path, target: Path) -> Path:
             if path.is_file():
                 archive.write(path, arcname=f"{target.stem}/{path.name}")
     return target
-
-
-def _jsonl(rows: list[dict[str, Any]]) -> str:
-    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)

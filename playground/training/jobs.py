@@ -31,7 +31,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pandas as pd
 
 from playground import config
-from playground.common.files import atomic_write_json, atomic_write_text, folder_bytes, oldest_first_over
+from playground.common.files import (
+    atomic_write_json,
+    atomic_write_text,
+    folder_bytes,
+    oldest_first_over,
+    read_jsonl,
+    write_jsonl,
+)
 from playground.common.numbers import json_safe
 from playground.engine.adapters import AdapterInfo
 from playground.training.data import count_steps, validate_train_config
@@ -370,8 +377,8 @@ class TrainingQueue:
         finally:
             mirror_stop.set()
             self._write_job(job)
-            if job.status == "done":
-                (self.runs_root / job.id / ROWS_FILE).unlink(missing_ok=True)  # nothing left to restart
+            if job.status == "done":  # nothing left to restart: the rows go with the adapter (its TRL export)
+                keep_rows_with_adapter(self.runs_root / job.id, Path(job.adapter_dir))
             self._prune_runs()
             if self.on_finished:
                 self.on_finished(job)
@@ -499,15 +506,34 @@ INPUTS_FILE = "inputs.json"  # its held-out pairs, probe prompts and meta
 
 def _write_inputs(run_dir: Path, pending: _Pending) -> None:
     """The job's rows and the rest of what :meth:`TrainingQueue.restart` needs, written atomically."""
-    lines = [json.dumps(row, default=str, ensure_ascii=False) for row in pending.frame.to_dict("records")]
-    atomic_write_text(run_dir / ROWS_FILE, "\n".join(lines) + "\n")
+    write_jsonl(run_dir / ROWS_FILE, pending.frame.to_dict("records"))
     heldout = None if pending.heldout is None else pending.heldout.to_dict("records")
     atomic_write_json(run_dir / INPUTS_FILE, {"heldout": heldout, "extra_meta": pending.extra_meta,
                                               "probe_prompts": pending.probe_prompts}, default=str)
 
 
+KEPT_ROWS_FILE = "training_rows.jsonl"  # in a finished adapter's folder: the rows it was trained on
+KEPT_HELDOUT_FILE = "heldout_pairs.jsonl"  # and the held-out pairs it was measured on, when there were some
+
+
+def keep_rows_with_adapter(run_dir: Path, adapter_dir: Path) -> None:
+    """Move a finished job's rows (and write its held-out pairs) into its adapter's folder, so the adapter can be
+    exported to TRL with the data it was trained on (``training.export_trl.recorded_training``) and its zip carries
+    them. A job without rows on disk (an old record) is left as it is."""
+    rows = Path(run_dir) / ROWS_FILE
+    if not rows.is_file() or not Path(adapter_dir).is_dir():
+        return
+    try:
+        inputs = json.loads((Path(run_dir) / INPUTS_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        inputs = {}
+    if inputs.get("heldout"):
+        write_jsonl(Path(adapter_dir) / KEPT_HELDOUT_FILE, inputs["heldout"])
+    rows.replace(Path(adapter_dir) / KEPT_ROWS_FILE)
+
+
 def _read_inputs(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame | None, dict[str, Any], list[Any] | None]:
-    rows = [json.loads(line) for line in (run_dir / ROWS_FILE).read_text(encoding="utf-8").splitlines() if line]
+    rows = read_jsonl(run_dir / ROWS_FILE)
     inputs = json.loads((run_dir / INPUTS_FILE).read_text(encoding="utf-8"))
     heldout = None if inputs["heldout"] is None else pd.DataFrame(inputs["heldout"])
     return pd.DataFrame(rows), heldout, dict(inputs["extra_meta"]), inputs["probe_prompts"]

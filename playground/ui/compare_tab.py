@@ -40,7 +40,7 @@ VOTE_BUTTONS = (("left_better", "◀ Left better"), ("right_better", "Right bett
 def variant_header(name: str, adapters: dict) -> str:
     info = adapters.get(name)
     kind = "the reference: base model, no adapter" if name == "base" else (
-        f"{info.method.upper()} adapter, {info.source}" if info else "adapter")
+        info.describe() if info else "adapter")
     color = plots.variant_color(name)
     return (f'<div class="pg-variant-head" style="border-left-color:{color}">{html.escape(name)} '
             f'<span style="font-weight:400;font-size:14px;color:#555">· {html.escape(kind)}</span></div>')
@@ -279,8 +279,12 @@ def vote_thumb(services: Services, slot, up, session_id, last):
 
 
 def _blind_extra(last) -> dict[str, Any]:
-    """Kept with the vote (its ``extra``): whether it was cast blind, so a leaderboard can count blind votes only."""
-    return {"blind": True} if last.get("blind") else {}
+    """Kept with the vote (its ``extra``): whether it was cast blind, so a leaderboard can count blind votes only,
+    and the shared room and round it was cast in (``serving.rooms``), so the room's presenter can count it."""
+    extra: dict[str, Any] = {"blind": True} if last.get("blind") else {}
+    if last.get("room") and last.get("blind"):
+        extra.update(room=last["room"], round=last.get("round"))
+    return extra
 
 
 LEADERBOARD_COLUMNS = {"model": "model", "votes": "votes", "wins": "wins", "losses": "losses", "ties": "ties",
@@ -294,15 +298,20 @@ def leaderboard_view(services: Services, session_id, blind_only=False):
         board = services.leaderboard("", bool(blind_only))
     else:
         board = services.leaderboard(session_id, bool(blind_only))
+    return leaderboard_outputs(board, bool(blind_only))
+
+
+def leaderboard_outputs(board, blind_only: bool, whose: str = "of this browser") -> tuple:
+    """(note, strengths figure, win matrix figure, table) of a leaderboard (a session's or a room's)."""
     table = board.table.rename(columns=LEADERBOARD_COLUMNS)[list(LEADERBOARD_COLUMNS.values())].round(3)
-    return (leaderboard_note(board, bool(blind_only)), plots.strengths_figure(board.table, board.level),
+    return (leaderboard_note(board, blind_only, whose), plots.strengths_figure(board.table, board.level),
             plots.win_matrix_figure(board.names, board.win_matrix, board.counts), table)
 
 
-def leaderboard_note(board, blind_only: bool) -> str:
+def leaderboard_note(board, blind_only: bool, whose: str = "of this browser") -> str:
     """What the leaderboard rests on, the small-sample warning, and what the length control says, in words."""
     which = "blind pairwise votes" if blind_only else "pairwise votes"
-    lines = [f"From **{board.pairwise_votes}** {which} of this browser"
+    lines = [f"From **{board.pairwise_votes}** {which} {whose}"
              + (f" ({board.ignored_votes} thumbs votes do not compare two answers and are left out)."
                 if board.ignored_votes else ".")]
     if board.small_sample_warning:
@@ -496,4 +505,6 @@ def build_compare_tab(services: Services, session: gr.BrowserState) -> CompareTa
     return CompareTab(c["variants"], v["send"], v["table"], v["note"], v["download_paired"], v["download_unpaired"],
                       c["prompt"], c["generate"], {"status": status, "plot": plot, "bodies": slots.bodies,
                                                    "board_inputs": [session, v["blind_only"]],
-                                                   "board_outputs": board_outputs})
+                                                   "board_outputs": board_outputs, "last": last,
+                                                   "answer_outputs": outputs, "blind": c["blind"],
+                                                   "generated": [gen_event, submit_event]})

@@ -1,4 +1,5 @@
-"""The page: header, five tabs (Compare, Inspect, Fine-tune, Runs, Learn), the session identity and the headless API.
+"""The page: header, five tabs (Compare with its shared room, Inspect, Fine-tune, Runs, Learn), the session identity and
+the headless API.
 
 No module-level mutable state: everything per user lives in the browser (``gr.BrowserState``: the session id and the
 running job's id, encrypted with a per-server secret kept in the data dir, so a refresh or a restart keeps them) or
@@ -24,6 +25,7 @@ from playground.ui.compare_tab import build_compare_tab, leaderboard_view, refre
 from playground.ui.finetune_tab import as_outputs, build_finetune_tab, reattach, send_votes
 from playground.ui.inspect_tab import build_inspect_tab
 from playground.ui.learn_tab import build_learn_tab
+from playground.ui.room_panel import build_room_panel, wire_join_link, wire_room_panel
 from playground.ui.runs_tab import build_runs_tab
 
 log = logging.getLogger(__name__)
@@ -35,10 +37,11 @@ def header_markdown(services: Services) -> str:
     info = services.describe()
     adapters = ", ".join(f"**{html.escape(a['name'])}** ({a['method'].upper()}, {a['source']})"
                          for a in info["adapters"]) or "none attached (only the base can generate)"
+    notice = f"  \n⚠ {html.escape(info['base_weights_notice'])}" if info["base_weights_notice"] else ""
     return (f"# {TITLE}\n"
             "Compare → vote → fine-tune on your votes → compare again.  \n"
             f"Base model **{html.escape(info['base_model'])}** · device **{html.escape(info['device'])}** · "
-            f"adapters: {adapters}")
+            f"adapters: {adapters}{notice}")
 
 
 def init_session(session_id):
@@ -59,7 +62,9 @@ def build_app(services: Services) -> gr.Blocks:
                 gr.Markdown("\n".join(f"- {html.escape(m)}" for m in services.messages))
         with gr.Tabs(selected="compare") as tabs:
             with gr.Tab("Compare", id="compare") as compare_tab_item:
+                room = build_room_panel()
                 compare = build_compare_tab(services, session)
+                wire_room_panel(services, session, room, compare)
             with gr.Tab("Inspect", id="inspect"):
                 inspect = build_inspect_tab(services, session)
             with gr.Tab("Fine-tune", id="finetune"):
@@ -76,7 +81,9 @@ def build_app(services: Services) -> gr.Blocks:
             return (header_markdown(services), refresh_variants(services, selected),
                     services.suggest_adapter_name(config.TRAIN.method), refresh_speed())
 
-        (demo.load(init_session, [session], [session], api_name=False, queue=False)
+        loaded = demo.load(init_session, [session], [session], api_name=False, queue=False)
+        wire_join_link(services, session, room, compare, loaded)
+        (loaded
          .then(partial(votes_view, services), [session], compare.votes_outputs, api_name=False, queue=False)
          .then(partial(leaderboard_view, services), compare.extra["board_inputs"], compare.extra["board_outputs"],
                api_name=False)

@@ -1,6 +1,7 @@
 """Runs tab: two or more adapters side by side (shipped, trained here, or uploaded): their training curves overlaid,
 their settings with the differences marked, their held-out metrics and answer measures, and their answers to one
-prompt. Everything but the answers comes from each adapter's ``meta.json`` (``analysis.runs``)."""
+prompt. Everything but the answers comes from each adapter's ``meta.json`` (``analysis.runs``). Below them, one
+adapter merged into the base as a full checkpoint to download (``Services.merged_checkpoint``)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from playground.common.numbers import format_number
 from playground.engine.generation import GenerationInputError
 from playground.serving.services import Services
 from playground.serving.settings import ServiceInputError, generation_settings
+from playground.training.merge import estimated_bytes
 
 CURVE_METRICS = ("loss", "accuracy", "margin", "sft_loss", "chosen_nll", "rewards_chosen", "rewards_rejected",
                  "grad_norm", "learning_rate", "z0")
@@ -59,9 +61,9 @@ def compare_runs(services: Services, names, metric):
     metas = _metas(services, names)
     if not metas:
         return (plots.empty_figure("Choose the adapters to compare."), settings_html(pd.DataFrame()),
-                results_table({}))
+                results_table({}, services.engine.base_fingerprint))
     return (plots.runs_curves_figure(histories(metas), metric or "loss"), settings_html(settings_table(metas)),
-            results_table(metas).round(3))
+            results_table(metas, services.engine.base_fingerprint).round(3))
 
 
 def answer_prompt(services: Services, names, prompt, max_new_tokens):
@@ -77,6 +79,52 @@ def answer_prompt(services: Services, names, prompt, max_new_tokens):
         raise gr.Error(str(exc).strip("'\"")) from exc
     return pd.DataFrame([{"variant": name, "answer": row["text"], "tokens": row["length"],
                           "implied reward": round(float(row["implied_reward"]), 3)} for name, row in result.items()])
+
+
+def merged_note(services: Services) -> str:
+    """What the merged download is and about how big, before it is built."""
+    weights = str(services.engine.device.weight_dtype).replace("torch.", "")
+    size = estimated_bytes(services.engine.model) / 2**20
+    return (f"**Merged checkpoint**: one adapter folded into the base `{html.escape(services.engine.base_id)}` "
+            "(PEFT's merge_and_unload), saved as a full safetensors checkpoint with the tokenizer and generation "
+            "config, for serving with engines that do not load LoRA adapters (vLLM, TGI, ...). It is a whole copy of "
+            f"the base: about {size:,.0f} MiB ({weights} weights), built in a few seconds.  \n"
+            "**Export its run to TRL + accelerate**: the data the adapter was trained on and a `train.py` with its "
+            "settings, to run the same fine-tune on GPUs.")
+
+
+def merged_download(services: Services, name):
+    """(the zip for the gr.File, a note with its size) of adapter ``name`` merged into the base."""
+    if not name or name not in services.engine.adapters:
+        raise gr.Error("Choose an attached adapter to merge into the base.")
+    try:
+        path = services.merged_checkpoint(name)
+    except ServiceInputError as exc:
+        raise gr.Error(str(exc)) from exc
+    size = path.stat().st_size / 2**20
+    note = (f"`{html.escape(path.name)}`: **{html.escape(name)}** merged into `{html.escape(services.engine.base_id)}`"
+            f", {size:,.0f} MiB. Unzip it and load the folder with `AutoModelForCausalLM.from_pretrained`.")
+    return gr.update(value=str(path), visible=True), note
+
+
+def trl_download(services: Services, name):
+    """(the zip for the gr.File, a note) of the run adapter ``name`` was trained by, as a TRL + accelerate project."""
+    if not name or name not in services.engine.adapters:
+        raise gr.Error("Choose an attached adapter to export its run.")
+    try:
+        path = services.export_adapter_trl(name)
+    except ServiceInputError as exc:
+        raise gr.Error(str(exc)) from exc
+    note = (f"`{html.escape(path.name)}`: the run **{html.escape(name)}** was trained by (its data in TRL's "
+            "conversational format, `train.py` with the same settings, an accelerate config and a README with the "
+            "commands).")
+    return gr.update(value=str(path), visible=True), note
+
+
+def merged_choices(services: Services, current):
+    """The adapter dropdown's choices now (another browser may have trained or uploaded one)."""
+    names = list(services.engine.adapters)
+    return gr.update(choices=names, value=current if current in names else (names[0] if names else None))
 
 
 def build_runs_tab(services: Services) -> tuple[gr.CheckboxGroup, Any]:
@@ -100,11 +148,28 @@ def build_runs_tab(services: Services) -> tuple[gr.CheckboxGroup, Any]:
                             step=1, label="Max new tokens", scale=1)
         answer = gr.Button("Answer", variant="primary", scale=1, elem_id="pg-runs-answer")
     answers = gr.Dataframe(None, label="Answers", interactive=False, wrap=True, elem_id="pg-runs-answers")
+    with gr.Column(elem_id="pg-runs-merged"):
+        merged_info = gr.Markdown(merged_note(services), elem_id="pg-runs-merged-note")
+        with gr.Row():
+            merged_pick = gr.Dropdown(names, value=names[0] if names else None, label="Adapter",
+                                      elem_id="pg-runs-merged-pick", scale=3)
+            merged_button = gr.Button("Download merged checkpoint", elem_id="pg-runs-merged-button", scale=1)
+            trl_button = gr.Button("Export its run to TRL + accelerate", elem_id="pg-runs-trl-button", scale=1)
+        merged_file = gr.File(label="Merged checkpoint (.zip)", interactive=False, visible=False,
+                              elem_id="pg-runs-merged-file")
+        trl_file = gr.File(label="TRL + accelerate project (.zip)", interactive=False, visible=False,
+                           elem_id="pg-runs-trl-file")
     show = partial(compare_runs, services)
     gr.on([picked.change, metric.change], show, [picked, metric], [curves, table, results], api_name=False,
           concurrency_limit=None)
     answer.click(partial(answer_prompt, services), [picked, prompt, max_new], [answers], api_name=False,
                  concurrency_id="model", concurrency_limit=config.APP.generation_concurrency)
+
+    merged_pick.focus(partial(merged_choices, services), [merged_pick], [merged_pick], api_name=False, queue=False)
+    merged_button.click(partial(merged_download, services), [merged_pick], [merged_file, merged_info],
+                        api_name=False, concurrency_id="merge", concurrency_limit=1)
+    trl_button.click(partial(trl_download, services), [merged_pick], [trl_file, merged_info], api_name=False,
+                     concurrency_limit=None)
 
     def refresh(selected):
         current = list(services.engine.adapters)

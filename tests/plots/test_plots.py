@@ -90,6 +90,22 @@ def test_compare_metrics_figure():
     assert kto_values.y[0] == pytest.approx(-1.05)  # two rows averaged
     assert "tokens" in all_text(fig)
     assert plots.compare_metrics_figure([]).layout.annotations[0].text
+    # every panel leaves a fifth of its span free beyond its tallest bar: the printed value clears the title
+    lengths = fig.layout.yaxis4.range
+    assert lengths == pytest.approx([0.0, 42 + 0.2 * 42])
+    rewards = fig.layout.yaxis2.range  # base 0, dpo 0.4, kto 0.2 (the NaN row left out)
+    assert rewards == pytest.approx([0.0, 0.4 + 0.2 * 0.4])
+    values = fig.layout.yaxis.range  # all negative: room below the lowest (kto's -1.05 - 0.05 std), top at 0
+    assert values[1] == 0.0 and values[0] == pytest.approx(-1.2 - 0.2 * 1.2)
+
+
+def test_bar_axis_range_has_headroom_on_the_sides_with_bars():
+    from playground.plots.answers import bar_axis_range
+
+    assert bar_axis_range([]) is None
+    assert bar_axis_range([0.0, 0.0]) == [-1.0, 1.0]
+    assert bar_axis_range([-2.0, 3.0]) == pytest.approx([-3.0, 4.0])
+    assert bar_axis_range([5.0], headroom=0.1) == pytest.approx([0.0, 5.5])
 
 
 @pytest.mark.parametrize("method", ["dpo", "kto"])

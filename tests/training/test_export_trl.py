@@ -106,3 +106,101 @@ def test_the_exported_script_trains_with_trl_and_its_adapter_attaches_here(metho
                                                                   "README.md"}  # nothing pickled
     tiny_engine.attach(AdapterInfo(f"from-trl-{method}", tmp_path / "adapter", {"method": "peft"}, "user"))
     assert f"from-trl-{method}" in tiny_engine.variant_names()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Export of an adapter already trained: from the rows kept with it, or the data file its meta.json names
+
+TINY_FORM = {"method": "DPO (pairs)", "beta": 0.1, "learning_rate": 5e-4, "steps": 2, "epochs": 1.0, "batch_size": 2,
+             "max_length": 64, "desirable_weight": 1.0, "undesirable_weight": 1.0, "lora_r": 4, "lora_alpha": 8,
+             "lora_dropout": 0.0, "sft_weight": 0.0, "early_stop": False, "drift_budget": 0.0, "heldout_share": 0.0,
+             "probe_prompts": ""}
+SESSION = "e" * 32
+
+
+def test_a_finished_run_keeps_its_rows_and_exports_them_with_its_settings(tiny_engine, tmp_path):
+    import time
+    import zipfile
+
+    from playground.common.files import read_jsonl
+    from playground.serving.services import Services
+    from playground.serving.settings import ServiceInputError
+    from playground.training.jobs import KEPT_ROWS_FILE, ROWS_FILE
+    from playground.ui import finetune_tab
+
+    services = Services.for_engine(tiny_engine, tmp_path / "data")
+    data = finetune_tab.load_data(services, finetune_tab.SOURCE_EXAMPLE, None, "paired_example.csv", SESSION,
+                                  "DPO (pairs)")[0]
+    finetune_tab.start_training(services, SESSION, data, {**TINY_FORM, "name": "kept-run"})
+    job = services.latest_job_for(SESSION)
+    deadline = time.time() + 240
+    while not job.finished and time.time() < deadline:
+        time.sleep(0.2)
+    assert job.status == "done", job.error
+    adapter = services.engine.adapters["kept-run"].path
+    kept = read_jsonl(adapter / KEPT_ROWS_FILE)
+    example = pd.read_csv(ROOT / "data" / "examples" / "paired_example.csv")
+    assert [row["prompt"] for row in kept] == example["prompt"].tolist()  # all 20 rows, in file order
+    assert [row["chosen"] for row in kept] == example["chosen"].tolist()
+    assert not (services.data_dir / "runs" / job.id / ROWS_FILE).exists()  # moved, not copied
+
+    with zipfile.ZipFile(services.export_adapter_trl("kept-run")) as archive:
+        settings = json.loads(archive.read("kept-run-trl/settings.json"))
+        train = [json.loads(line) for line in archive.read("kept-run-trl/train.jsonl").decode().splitlines()]
+        assert "eval.jsonl" not in " ".join(archive.namelist())  # no held-out split in this run
+        readme = archive.read("kept-run-trl/README.md").decode()
+    assert (settings["method"], settings["total_steps"], settings["batch_size"], settings["seed"]) == ("dpo", 2, 2, 0)
+    assert (settings["lora"]["r"], settings["lora"]["alpha"], settings["learning_rate"]) == (4, 8, 5e-4)
+    assert train == trl_rows(pd.DataFrame(kept), "dpo")
+    assert "the 20 rows kept-run was trained on" in readme
+    for name, match in (("nope", "No adapter named 'nope'"), ("dpo", "records no training settings")):
+        with pytest.raises(ServiceInputError, match=match):
+            services.export_adapter_trl(name)  # the tiny engine's 'dpo' is a random adapter without settings
+
+
+def test_a_shipped_adapter_exports_from_the_data_file_its_meta_names(tmp_path):
+    from playground.training.export_trl import recorded_training
+
+    meta = json.loads((ROOT / "checkpoints" / "dpo" / "meta.json").read_text())
+    heldout_file = ROOT / "data" / "demo_pairs_heldout.csv"
+    frame, heldout, source = recorded_training(ROOT / "checkpoints" / "dpo", meta, (ROOT / "data",), heldout_file)
+    assert len(frame) == meta["data_rows"]["trained"] == 370 and len(heldout) == 120
+    assert source.startswith("`demo_pairs_train.csv` (sha256 ")
+    kto_meta = json.loads((ROOT / "checkpoints" / "kto" / "meta.json").read_text())
+    frame, _heldout, _ = recorded_training(ROOT / "checkpoints" / "kto", kto_meta, (ROOT / "data",), heldout_file)
+    assert len(frame) == kto_meta["data_rows"]["trained"] and set(frame["label"]) == {True, False}
+
+    changed = tmp_path / "demo_pairs_train.csv"
+    changed.write_bytes((ROOT / "data" / "demo_pairs_train.csv").read_bytes() + b"\n")
+    with pytest.raises(ValueError, match=r"\(demo_pairs_train.csv\) is not on this server, or has changed since"):
+        recorded_training(ROOT / "checkpoints" / "dpo", meta, (tmp_path,), heldout_file)
+    with pytest.raises(ValueError, match="keeps no record of its training data"):
+        recorded_training(tmp_path, {"method": "peft"}, (ROOT / "data",))
+
+
+def test_the_cli_and_the_runs_tab_export_an_adapter_s_run(tmp_path, tiny_engine, capsys):
+    import zipfile
+
+    from playground.cli.export import main
+    from playground.serving.services import Services
+    from playground.ui import runs_tab
+
+    out = tmp_path / "dpo-run"
+    assert main(["--adapter", "dpo", "--out", str(out), "--zip"]) == 0
+    settings = json.loads((out / "settings.json").read_text())
+    meta = json.loads((ROOT / "checkpoints" / "dpo" / "meta.json").read_text())
+    hp = meta["hyperparameters"]
+    assert (settings["total_steps"], settings["batch_size"], settings["learning_rate"]) == (
+        meta["total_steps"], hp["batch_size"], hp["learning_rate"])
+    assert settings["base_model"] == config.HUB_BASE_MODEL and settings["sft_weight"] == hp["loss"]["sft_weight"]
+    assert len((out / "train.jsonl").read_text().splitlines()) == 370
+    assert len((out / "eval.jsonl").read_text().splitlines()) == 120
+    assert zipfile.ZipFile(out.with_suffix(".zip")).namelist()
+    assert main(["--adapter", "no-such-adapter", "--out", str(tmp_path / "x")]) == 2
+    assert "no adapter folder 'no-such-adapter'" in capsys.readouterr().err
+
+    services = Services.for_engine(tiny_engine, tmp_path / "data")
+    with pytest.raises(runs_tab.gr.Error, match="records no training settings"):
+        runs_tab.trl_download(services, "dpo")  # the tiny engine's random adapters record no run
+    with pytest.raises(runs_tab.gr.Error, match="Choose an attached adapter"):
+        runs_tab.trl_download(services, None)

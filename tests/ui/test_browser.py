@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from tiny_server import serving
 
-from playground.serving.services import Services  # noqa: E402
+from playground.serving.blind import blind_order
+from playground.serving.services import Services
 from playground.ui.page import build_app
 
 pytestmark = pytest.mark.browser
@@ -82,6 +83,18 @@ def test_compare_vote_finetune_and_reload(browser, url):
     page.wait_for_selector("#pg-compare-plot .js-plotly-plot", timeout=30_000)
     assert page.locator(".pg-variant-head").filter(has_text="dpo").count() >= 1
     assert "implied reward" in page.locator(".pg-metrics").first.inner_text()
+    # at 1280x720 no subplot title overlaps another, nor a value printed above a bar
+    overlaps = page.evaluate("""() => {
+        const plot = document.querySelector('#pg-compare-plot');
+        const boxes = sel => [...plot.querySelectorAll(sel)].map(e => e.getBoundingClientRect());
+        const titles = boxes('g.annotation'), texts = boxes('.bartext');
+        const hit = (a, b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+        let n = 0;
+        titles.forEach((t, i) => { titles.slice(i + 1).forEach(u => { n += hit(t, u); });
+                                   texts.forEach(b => { n += hit(t, b); }); });
+        return [titles.length, texts.length, n];
+    }""")
+    assert overlaps[0] >= 4 and overlaps[1] >= 9 and overlaps[2] == 0, overlaps
     page.locator("#pg-compare-plot").scroll_into_view_if_needed()
     page.evaluate("window.scrollTo(0, 0)")
     _shot(page, "compare")
@@ -153,4 +166,56 @@ def test_compare_vote_finetune_and_reload(browser, url):
     _tab(page, "Fine-tune")
     _wait_text(page, "#pg-ft-status", "browser-run", 30_000)
     assert re.search(r"done", page.locator("#pg-ft-status").inner_text())
+    assert not errors, errors
+
+
+def test_a_blind_room_from_two_browsers(browser, tiny_engine, tmp_path):
+    """A presenter opens a room and generates; a second browser joins from the link, sees the answers as Model A,
+    B, C with no names, votes, and sees the names revealed; the presenter's room leaderboard counts the vote."""
+    services = Services.for_engine(tiny_engine, tmp_path / "data")
+    errors: list[str] = []
+    with serving(build_app(services)) as url:
+        presenter = browser.new_context(viewport=VIEWPORT).new_page()  # own storage: its own session
+        member = browser.new_context(viewport=VIEWPORT).new_page()
+        for page in (presenter, member):
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+        presenter.goto(url)
+        presenter.wait_for_selector("#pg-generate", timeout=60_000)
+        presenter.wait_for_timeout(1000)
+        presenter.click("#pg-room button")  # the accordion
+        presenter.click("#pg-room-open")
+        _wait_text(presenter, "#pg-room-note", "You present room", 20_000)
+        code = presenter.locator("#pg-room-code input").input_value()
+        assert re.fullmatch(r"[A-Z2-9]{4}-[A-Z2-9]{4}", code), code
+        assert presenter.locator("#pg-blind input").is_checked()  # a room votes blind
+        presenter.fill("#pg-prompt textarea", "Give me one tip for writing a clear email.")
+        presenter.click("#pg-generate")
+        _wait_text(presenter, "#pg-room-note", "1 prompt published", 60_000)
+
+        member.goto(f"{url}?room={code}")
+        _wait_text(member, "#pg-room-note", "prompt 1", 60_000)
+        _wait_text(member, "#pg-status", "Room prompt 1", 30_000)  # the next poll brings the answers
+        assert member.locator("#pg-prompt textarea").input_value() == "Give me one tip for writing a clear email."
+        heads = " ".join(member.locator(".pg-variant-head").all_inner_texts())
+        assert "Model A" in heads and "Model C" in heads and "hidden until you vote" in heads
+        for name in ("dpo", "kto", "base"):
+            assert name not in heads
+        _shot(member, "room_member_blind")
+        member.click("#pg-vote-left_better")
+        _wait_text(member, "#pg-status", "Revealed:", 20_000)
+        heads = " ".join(member.locator(".pg-variant-head").all_inner_texts())
+        assert all(name in heads for name in ("dpo", "kto", "base"))
+        _shot(member, "room_member_revealed")
+
+        _wait_text(presenter, "#pg-room-board-note", "From 1 blind pairwise votes cast in room", 30_000)
+        presenter.wait_for_selector("#pg-room-board-plot .js-plotly-plot", timeout=20_000)
+        presenter.locator("#pg-room-presenter").scroll_into_view_if_needed()
+        _shot(presenter, "room_presenter_board")
+        vote = services.room_votes(code, services.rooms.get(code).presenter).iloc[0]
+        shown_order = blind_order(services.secret, "Give me one tip for writing a clear email.", ["base", "dpo", "kto"])
+        assert (vote["variant_a"], vote["variant_b"]) == (shown_order[0], shown_order[1]) and vote["blind"]
+
+        _tab(presenter, "Runs")
+        presenter.wait_for_selector("#pg-runs-curves .js-plotly-plot", timeout=30_000)
+        _shot(presenter, "runs")
     assert not errors, errors
