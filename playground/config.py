@@ -67,6 +67,23 @@ class LossConfig:
     desirable_weight: float = 1.0  # lambda_D in the KTO paper
     undesirable_weight: float = 1.0  # lambda_U in the KTO paper
     sft_weight: float = 1.0  # weight of the NLL term on chosen (DPO) / desirable (KTO) answers (RPO); 0 = off
+    simpo_gamma: float = 1.0  # SimPO's target reward margin (the authors' gamma / beta = 0.5 at beta = 2)
+
+
+# Every training method and the rows it trains on: "paired" (prompt, chosen, rejected) or "unpaired" (prompt,
+# completion, label). objectives.registry holds the same facts per objective; a test keeps the two equal.
+METHOD_FORMATS: dict[str, str] = {"dpo": "paired", "kto": "unpaired", "simpo": "paired", "orpo": "paired",
+                                  "apo_zero": "paired", "apo_down": "paired", "bco": "unpaired"}
+# beta when none is given: the papers' defaults (SimPO's authors use beta = 2 on average log-probs; ORPO's beta is
+# the weight of its odds-ratio term, TRL's 0.1)
+METHOD_BETAS: dict[str, float] = {"dpo": 0.1, "kto": 0.1, "simpo": 2.0, "orpo": 0.1, "apo_zero": 0.1,
+                                  "apo_down": 0.1, "bco": 0.1}
+REFERENCE_FREE_METHODS: tuple[str, ...] = ("simpo", "orpo")  # no reference forward pass in training
+
+
+def is_paired(method: str) -> bool:
+    """Whether ``method`` trains on pairs (else on labelled answers); KeyError for an unknown method."""
+    return METHOD_FORMATS[method] == "paired"
 
 
 @dataclass(frozen=True)
@@ -128,7 +145,7 @@ class ProbeSettings:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    method: str = "dpo"  # dpo | kto
+    method: str = "dpo"  # a key of METHOD_FORMATS: dpo | kto | simpo | orpo | apo_zero | apo_down | bco
     steps: int = 0  # 0 means "use epochs"
     epochs: float = 2.0  # passes over the training data when steps == 0
     batch_size: int = 8  # pairs (DPO) or samples (KTO; at least 2 for the z0 estimate)
@@ -160,6 +177,7 @@ class TrainLimits:
     max_seed: int = 2**31 - 1
     max_sft_weight: float = 10.0
     max_drift_budget: float = 10.0  # nats per token
+    max_simpo_gamma: float = 20.0
 
 
 @dataclass(frozen=True)

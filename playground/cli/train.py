@@ -1,4 +1,5 @@
-"""``python -m playground.train --method dpo|kto --data FILE --out DIR``: a short LoRA fine-tune from a feedback file.
+"""``python -m playground.train --method METHOD --data FILE --out DIR``: a short LoRA fine-tune from a feedback file
+(METHOD: dpo, kto, simpo, orpo, apo_zero, apo_down or bco).
 
 Bad files or arguments exit with code 2 and the validation report, never a traceback.
 """
@@ -21,11 +22,13 @@ from playground.feedback import FeedbackReport, frame_for_method, read_feedback
 EXIT_BAD_INPUT = 2
 
 
-def build_parser(description: str = "Fine-tune a DPO or KTO LoRA adapter on a feedback file.",
+def build_parser(description: str = "Fine-tune a LoRA adapter (DPO, KTO, SimPO, ORPO, APO, BCO) on a feedback file.",
                  out_help: str = "adapter folder to write (atomically)") -> argparse.ArgumentParser:
     t, lora, loss = config.TRAIN, config.TRAIN.lora, config.TRAIN.loss
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--method", choices=("dpo", "kto"), required=True)
+    parser.add_argument("--method", choices=tuple(config.METHOD_FORMATS), required=True,
+                        help="dpo, kto (the playground's two), simpo and orpo (no reference model), apo_zero, "
+                             "apo_down, bco")
     parser.add_argument("--data", required=True,
                         help="CSV, TSV or JSONL: prompt,chosen,rejected or prompt,completion,label")
     parser.add_argument("--out", required=True, help=out_help)
@@ -44,7 +47,9 @@ def build_parser(description: str = "Fine-tune a DPO or KTO LoRA adapter on a fe
     parser.add_argument("--warmup-ratio", type=float, default=t.warmup_ratio)
     parser.add_argument("--max-length", type=int, default=t.max_length)
     parser.add_argument("--seed", type=int, default=t.seed)
-    parser.add_argument("--beta", type=float, default=loss.beta)
+    parser.add_argument("--beta", type=float, default=None,
+                        help="default: the method's own (config.METHOD_BETAS: 0.1; SimPO 2.0)")
+    parser.add_argument("--simpo-gamma", type=float, default=loss.simpo_gamma, help="SimPO's target margin")
     parser.add_argument("--dpo-variant", dest="dpo_loss_type", default=loss.dpo_loss_type,
                         choices=("sigmoid", "ipo", "hinge", "robust"), help="DPO loss type")
     parser.add_argument("--label-smoothing", type=float, default=loss.label_smoothing)
@@ -69,7 +74,9 @@ def build_parser(description: str = "Fine-tune a DPO or KTO LoRA adapter on a fe
 
 def config_from_args(args: argparse.Namespace) -> config.TrainConfig:
     lora = dataclasses.replace(config.TRAIN.lora, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout)
-    loss = dataclasses.replace(config.TRAIN.loss, beta=args.beta, dpo_loss_type=args.dpo_loss_type,
+    beta = config.METHOD_BETAS[args.method] if args.beta is None else args.beta
+    loss = dataclasses.replace(config.TRAIN.loss, beta=beta, simpo_gamma=args.simpo_gamma,
+                               dpo_loss_type=args.dpo_loss_type,
                                label_smoothing=args.label_smoothing, kto_loss_type=args.kto_loss_type,
                                desirable_weight=args.desirable_weight, undesirable_weight=args.undesirable_weight,
                                sft_weight=args.sft_weight)

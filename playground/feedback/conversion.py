@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from playground import config
 from playground.feedback.schema import OPTIONAL_COLUMNS, ConversionStats, cell_text, parse_label, prompt_key
 
 
@@ -119,12 +120,13 @@ def split_heldout(frame: pd.DataFrame, fmt: str, fraction: float, seed: int = 0)
 
 def frame_for_method(data: pd.DataFrame, fmt: str, method: str) -> tuple[pd.DataFrame, str]:
     """Convert normalised feedback rows to what ``method`` trains on; return (rows, a note on any conversion)."""
-    if method == "kto" and fmt == "paired":
+    name = method.upper().replace("_", "-")
+    if not config.is_paired(method) and fmt == "paired":
         rows = paired_to_unpaired(data)
-        return rows, f"KTO trains on labelled answers: {len(data)} pairs became {len(rows)} samples."
-    if method == "dpo" and fmt == "unpaired":
+        return rows, f"{name} trains on labelled answers: {len(data)} pairs became {len(rows)} samples."
+    if config.is_paired(method) and fmt == "unpaired":
         rows, stats = unpaired_to_paired(data)
-        return rows, f"DPO trains on pairs: {stats}"
+        return rows, f"{name} trains on pairs: {stats}"
     return data, ""
 
 

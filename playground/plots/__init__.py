@@ -2,8 +2,8 @@
 
 No torch and no gradio here. ``style`` holds the one palette (one fixed colour per variant, used by every figure of
 every tab) and the template; ``answers`` the Compare and Fine-tune figures; ``dpo``, ``kto`` and ``prospect`` the
-Inspect tab's; ``leaderboard`` the vote leaderboard's. The builders are re-exported here, so callers
-write ``plots.dpo_scatter_figure(...)``.
+Inspect tab's; ``leaderboard`` the vote leaderboard's; ``family`` the method family's. The builders are re-exported
+here, so callers write ``plots.dpo_scatter_figure(...)``.
 """
 
 from playground.plots.answers import (
@@ -14,6 +14,7 @@ from playground.plots.answers import (
     training_curves_figure,
 )
 from playground.plots.dpo import dpo_bars_figure, dpo_scatter_figure, dpo_waterfall_figure
+from playground.plots.family import family_figure
 from playground.plots.kto import kto_loss_figure, kto_scatter_figure, kto_value_curve_figure
 from playground.plots.leaderboard import strengths_figure, win_matrix_figure
 from playground.plots.prospect import (
@@ -39,6 +40,7 @@ from playground.plots.style import (
 )
 
 __all__ = [
+    "family_figure",
     "BAD_COLOR", "COMPARE_METRICS", "CORRECTED_LABEL", "CORRECT_COLOR", "GOOD_COLOR", "GUIDE_COLOR", "OKABE_ITO",
     "SOURCE_COLOR", "SOURCE_LABEL", "TEMPLATE", "USER_COLORS", "VARIANT_COLORS", "alpha_search_figure",
     "before_after_figure", "compare_metrics_figure", "dpo_bars_figure", "dpo_scatter_figure", "dpo_waterfall_figure",

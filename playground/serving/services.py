@@ -445,7 +445,7 @@ class Services:
     def votes_report(self, session_id: str, method: str) -> tuple[FeedbackReport, Path]:
         """The session's votes exported in the format ``method`` trains on (DPO: pairs, KTO: labelled answers) and
         read back through the same validation as an upload. Returns (report, path of the CSV)."""
-        path = self.vote_exports(session_id)["paired" if method == "dpo" else "unpaired"]
+        path = self.vote_exports(session_id)[config.METHOD_FORMATS[method]]
         return read_feedback(path), path
 
     def job_view(self, job_id: str | None, owner: str | None = None) -> dict[str, Any] | None:

@@ -57,13 +57,14 @@ def generation_settings(values: dict[str, Any] | None = None) -> config.Generati
 
 TRAIN_FIELDS = ("method", "beta", "learning_rate", "steps", "epochs", "batch_size", "max_length", "desirable_weight",
                 "undesirable_weight", "lora_r", "lora_alpha", "lora_dropout", "seed", "warmup_ratio", "sft_weight",
-                "early_stop", "drift_budget")
+                "early_stop", "drift_budget", "simpo_gamma")
 _INT_FIELDS = {"steps", "batch_size", "max_length", "lora_r", "lora_alpha", "seed"}
 _LABELS = {"beta": "beta", "learning_rate": "learning rate", "steps": "steps", "epochs": "epochs",
            "batch_size": "batch size", "max_length": "max length", "desirable_weight": "lambda_D (desirable weight)",
            "undesirable_weight": "lambda_U (undesirable weight)", "lora_r": "LoRA rank r", "lora_alpha": "LoRA alpha",
            "lora_dropout": "LoRA dropout", "seed": "seed", "warmup_ratio": "warmup ratio",
-           "sft_weight": "SFT weight", "early_stop": "early stopping", "drift_budget": "drift budget"}
+           "sft_weight": "SFT weight", "early_stop": "early stopping", "drift_budget": "drift budget",
+           "simpo_gamma": "SimPO gamma (target margin)"}
 
 
 def train_bounds(limits: config.TrainLimits = config.TRAIN_LIMITS) -> dict[str, tuple[float, float]]:
@@ -72,15 +73,15 @@ def train_bounds(limits: config.TrainLimits = config.TRAIN_LIMITS) -> dict[str, 
             "max_length": (16, limits.max_length), "lora_r": (1, limits.max_lora_r), "epochs": (0, limits.max_epochs),
             "beta": limits.beta, "desirable_weight": limits.kto_weight, "undesirable_weight": limits.kto_weight,
             "seed": (0, limits.max_seed), "sft_weight": (0, limits.max_sft_weight),
-            "drift_budget": (0, limits.max_drift_budget)}
+            "drift_budget": (0, limits.max_drift_budget), "simpo_gamma": (0, limits.max_simpo_gamma)}
 
 
 def _parse_field(key: str, value: Any) -> Any:
     """One hyperparameter from a widget or JSON: the method's name, or a finite number (whole where it must be)."""
     if key == "method":
-        method = str(value).strip().lower()
-        if method not in ("dpo", "kto"):
-            raise ServiceInputError(f"method must be 'dpo' or 'kto' (got {value!r}).")
+        method = str(value).strip().lower().replace("-", "_")
+        if method not in config.METHOD_FORMATS:
+            raise ServiceInputError(f"method must be one of {', '.join(config.METHOD_FORMATS)} (got {value!r}).")
         return method
     if key == "early_stop":
         if isinstance(value, bool):
@@ -121,7 +122,10 @@ def train_config_from(values: dict[str, Any] | None) -> config.TrainConfig:
     lora = dataclasses.replace(defaults.lora, r=cleaned.pop("lora_r", defaults.lora.r),
                                alpha=cleaned.pop("lora_alpha", defaults.lora.alpha),
                                dropout=cleaned.pop("lora_dropout", defaults.lora.dropout))
-    loss = dataclasses.replace(defaults.loss, beta=cleaned.pop("beta", defaults.loss.beta),
+    # beta not given: the method's own default (SimPO's beta scales average log-probs: 2, not DPO's 0.1)
+    default_beta = config.METHOD_BETAS[cleaned.get("method", defaults.method)]
+    loss = dataclasses.replace(defaults.loss, beta=cleaned.pop("beta", default_beta),
+                               simpo_gamma=cleaned.pop("simpo_gamma", defaults.loss.simpo_gamma),
                                desirable_weight=cleaned.pop("desirable_weight", defaults.loss.desirable_weight),
                                undesirable_weight=cleaned.pop("undesirable_weight", defaults.loss.undesirable_weight),
                                sft_weight=cleaned.pop("sft_weight", defaults.loss.sft_weight))

@@ -30,11 +30,11 @@ class TrainData:
     desirable: list[bool] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.chosen) if self.method == "dpo" else len(self.samples)
+        return len(self.chosen) if config.is_paired(self.method) else len(self.samples)
 
     def lengths(self) -> list[int]:
-        """Tokens per training row (a DPO row is its chosen plus its rejected sequence), for the batch plan."""
-        if self.method == "dpo":
+        """Tokens per training row (a pair is its chosen plus its rejected sequence), for the batch plan."""
+        if config.is_paired(self.method):
             return [len(c.input_ids) + len(r.input_ids) for c, r in zip(self.chosen, self.rejected)]
         return [len(s.input_ids) for s in self.samples]
 
@@ -46,11 +46,12 @@ def row_system(row) -> str | None:
 
 
 def tokenize_frame(tokenizer, frame: pd.DataFrame, method: str, max_length: int) -> TrainData:
-    """Tokenise a normalised feedback frame: paired columns for DPO, (prompt, completion, label) for KTO."""
+    """Tokenise a normalised feedback frame: paired columns for the pairwise methods (DPO, SimPO, ORPO, APO),
+    (prompt, completion, label) for the unpaired ones (KTO, BCO)."""
     data = TrainData(method)
     for row in frame.to_dict("records"):
         system = row_system(row)
-        if method == "dpo":
+        if config.is_paired(method):
             data.chosen.append(tokenize_pair(tokenizer, row["prompt"], row["chosen"], system, max_length))
             data.rejected.append(tokenize_pair(tokenizer, row["prompt"], row["rejected"], system, max_length))
         else:
@@ -100,7 +101,8 @@ def validate_train_config(train_config: config.TrainConfig, rows: int) -> None:
     tc, lora = train_config, train_config.lora
     min_batch = 2 if tc.method == "kto" else 1
     checks = [
-        (tc.method in ("dpo", "kto"), f"method must be 'dpo' or 'kto' (got {tc.method!r})"),
+        (tc.method in config.METHOD_FORMATS,
+         f"method must be one of {', '.join(config.METHOD_FORMATS)} (got {tc.method!r})"),
         (tc.loss.beta > 0 and math.isfinite(tc.loss.beta), f"beta must be > 0 (got {tc.loss.beta})"),
         (0 < tc.learning_rate < 1, f"learning rate must be in (0, 1) (got {tc.learning_rate})"),
         (tc.steps >= 0, f"steps must be >= 0 (got {tc.steps})"),

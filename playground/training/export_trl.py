@@ -56,7 +56,7 @@ def trl_rows(frame: pd.DataFrame, method: str) -> list[dict[str, Any]]:
     for record in frame.to_dict("records"):
         system = record.get("system") or None
         prompt = messages(record["prompt"], system if isinstance(system, str) else None)
-        if method == "dpo":
+        if config.is_paired(method):
             rows.append({"prompt": prompt, "chosen": [{"role": "assistant", "content": str(record["chosen"])}],
                          "rejected": [{"role": "assistant", "content": str(record["rejected"])}]})
         else:
@@ -65,17 +65,28 @@ def trl_rows(frame: pd.DataFrame, method: str) -> list[dict[str, Any]]:
     return rows
 
 
+# The TRL 1.16 trainer (and loss type) each exportable method runs with. SimPO, ORPO and BCO live in TRL's
+# ``experimental`` package (BCO not at all in 1.16): their export is not built, and refused with that reason.
+TRL_TRAINERS: dict[str, tuple[str, str | None]] = {"dpo": ("dpo", None), "kto": ("kto", None),
+                                                   "apo_zero": ("dpo", "apo_zero"), "apo_down": ("dpo", "apo_down")}
+
+
 def trl_settings(train_config: config.TrainConfig, rows: int, base_model: str) -> dict[str, Any]:
     """What ``train.py`` reads: every setting of the run, with its total steps and warmup steps as the playground's
-    loop computes them."""
+    loop computes them. ValueError for a method with no stable TRL trainer (:data:`TRL_TRAINERS`)."""
+    if train_config.method not in TRL_TRAINERS:
+        raise ValueError(f"{train_config.method.upper()} cannot be exported to TRL yet: TRL 1.16 has it only in its "
+                         "experimental package (or not at all); export a DPO, KTO or APO run instead.")
+    trainer, loss_type = TRL_TRAINERS[train_config.method]
     total = count_steps(rows, train_config)
     loss, lora = train_config.loss, train_config.lora
     return {
-        "method": train_config.method, "base_model": base_model, "rows": rows, "total_steps": total,
+        "method": train_config.method, "trainer": trainer, "base_model": base_model, "rows": rows,
+        "total_steps": total,
         "warmup_steps": int(round(train_config.warmup_ratio * total)), "batch_size": train_config.batch_size,
         "learning_rate": train_config.learning_rate, "weight_decay": train_config.weight_decay,
         "max_grad_norm": train_config.max_grad_norm, "max_length": train_config.max_length, "seed": train_config.seed,
-        "beta": loss.beta, "dpo_loss_type": loss.dpo_loss_type, "label_smoothing": loss.label_smoothing,
+        "beta": loss.beta, "dpo_loss_type": loss_type or loss.dpo_loss_type, "label_smoothing": loss.label_smoothing,
         "kto_loss_type": loss.kto_loss_type, "desirable_weight": loss.desirable_weight,
         "undesirable_weight": loss.undesirable_weight, "sft_weight": loss.sft_weight,
         "lora": {"r": lora.r, "alpha": lora.alpha, "dropout": lora.dropout,

@@ -175,7 +175,8 @@ def train(base_model, tokenizer, train_frame: pd.DataFrame, train_config: config
     # Low-precision frozen weights while autocast runs; put back before evaluation and saving.
     run_started = time.perf_counter()
     with autocast_weights(model, device):
-        phase("Computing reference log-probs (once)")
+        phase("Computing reference log-probs (once)" if train_config.method not in config.REFERENCE_FREE_METHODS
+              else f"No reference pass: {train_config.method.upper()} uses the policy alone")
         reference = method.reference(model, data, batches, tokenizer.pad_token_id, device, train_config.batch_size)
         reference_seconds = time.perf_counter() - run_started
         watch = RunWatch(model, tokenizer, train_config, device, total_steps, heldout_frame, list(probe_prompts),

@@ -33,7 +33,12 @@ from playground.training.probes import answers_degeneration, probe_advice
 
 SOURCE_UPLOAD, SOURCE_VOTES, SOURCE_EXAMPLE = "Upload a file", "My votes (this browser)", "Example file"
 SOURCES = (SOURCE_UPLOAD, SOURCE_VOTES, SOURCE_EXAMPLE)
-METHODS = {"DPO (pairs)": "dpo", "KTO (labelled answers)": "kto"}
+METHODS = {"DPO (pairs)": "dpo", "KTO (labelled answers)": "kto", "SimPO (pairs, no reference)": "simpo",
+           "ORPO (pairs, no reference)": "orpo", "APO-zero (pairs)": "apo_zero", "APO-down (pairs)": "apo_down",
+           "BCO (labelled answers)": "bco"}
+METHOD_INFO = ("DPO and KTO are the two this playground is about; SimPO and ORPO need no reference model (no "
+               "reference pass: cheaper steps); APO anchors each answer to the reference; BCO classifies single "
+               "labelled answers against a running reward baseline. Learn explains each.")
 METHOD_LABEL = {v: k for k, v in METHODS.items()}
 BASE_ACCURACY_NOTE = (
     "**How these are measured.** For each held-out pair (prompt, chosen, rejected), the adapter's implied reward "
@@ -287,7 +292,7 @@ def _data_state(report, path: Path, label: str) -> dict[str, Any]:
                              "trainable": bool(report.trainable), "rows_for": {}, "note_for": {},
                              "kto_counts": [0, 0], "intact_rows": bool(report.intact_rows)}
     if report.trainable:
-        for method in ("dpo", "kto"):
+        for method in config.METHOD_FORMATS:
             try:
                 rows, note = frame_for_method(report.data, report.format, method)
             except ValueError as exc:
@@ -317,7 +322,8 @@ def _read(services: Services, source, upload, example, session_id, method, intac
         return None, None, None, "No session yet: reload the page."
     report, path = services.votes_report(session_id, method)
     frame = services.votes_for(session_id)
-    fmt = "pairs (prompt, chosen, rejected)" if method == "dpo" else "labelled answers (prompt, completion, label)"
+    fmt = ("pairs (prompt, chosen, rejected)" if config.is_paired(method)
+           else "labelled answers (prompt, completion, label)")
     note = (f"Your votes as {fmt} for {method.upper()}. " + votes.export_note(frame))
     return report, path, f"your votes ({len(frame)})", note
 
@@ -354,8 +360,18 @@ def reload_votes_for_method(services: Services, source, upload, example, session
 
 
 def method_changed(method_label):
-    kto = METHODS.get(method_label) == "kto"
-    return gr.update(visible=kto), gr.update(visible=kto)
+    """(lambda_D, lambda_U, gamma, SFT weight) for the method shown: KTO's weights only for KTO, SimPO's margin only
+    for SimPO, the SFT weight idle for ORPO (its NLL is built in). Also when a restart fills the form."""
+    method = METHODS.get(method_label, config.TRAIN.method)
+    kto, orpo = method == "kto", method == "orpo"
+    return (gr.update(visible=kto), gr.update(visible=kto), gr.update(visible=method == "simpo"),
+            gr.update(interactive=not orpo, info="ORPO's NLL on the chosen answers is part of its loss" if orpo else
+                      "NLL on the chosen / desirable answers (RPO); keeps them likely"))
+
+
+def method_beta(method_label):
+    """beta for a method the user just picked: the method's default (``config.METHOD_BETAS``)."""
+    return gr.update(value=config.METHOD_BETAS[METHODS.get(method_label, config.TRAIN.method)])
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -365,7 +381,7 @@ def method_changed(method_label):
 # The settings widgets of the form, by the name ``train_config_from`` knows them (method: the radio's label).
 FORM_FIELDS = ("method", "name", "heldout_share", "probe_prompts", "beta", "learning_rate", "steps", "epochs",
                "batch_size", "max_length", "desirable_weight", "undesirable_weight", "lora_r", "lora_alpha",
-               "lora_dropout", "sft_weight", "early_stop", "drift_budget")
+               "lora_dropout", "sft_weight", "early_stop", "drift_budget", "simpo_gamma")
 HYPERPARAMETERS = FORM_FIELDS[4:]
 # What the run view shows, by name; handlers return a dict of some of them (the rest stay as they are).
 RUN_OUTPUTS = ("job_state", "timer", "status", "progress", "curves", "timeline", "advice", "start", "cancel", "result",
@@ -393,7 +409,9 @@ def _train_values(form: dict[str, Any]) -> dict[str, Any]:
     """The form's hyperparameters for ``train_config_from``; a missing method or an empty field is refused."""
     values = {"method": METHODS.get(form.get("method")), **{k: form.get(k) for k in HYPERPARAMETERS}}
     if values["method"] is None:
-        raise gr.Error("Choose DPO or KTO.")
+        raise gr.Error(f"Choose a method ({', '.join(METHODS)}).")
+    if values["method"] != "simpo":  # the margin box is hidden for every other method: its value does not count
+        values.pop("simpo_gamma")
     empty = [k for k, v in values.items() if v is None or (isinstance(v, str) and not v.strip())]
     if empty:
         raise gr.Error(f"These fields are empty: {', '.join(empty)}. Fill them in (defaults are in config.py).")
@@ -620,7 +638,8 @@ def _settings_column(services: Services) -> tuple[TrainingForm, dict[str, gr.com
     train, lora, loss = config.TRAIN, config.TRAIN.lora, config.TRAIN.loss
     gr.Markdown("### 2 · Method and settings")
     w: dict[str, gr.components.Component] = {}
-    w["method"] = gr.Radio(list(METHODS), value=METHOD_LABEL[train.method], label="Method", elem_id="pg-ft-method")
+    w["method"] = gr.Radio(list(METHODS), value=METHOD_LABEL[train.method], label="Method", elem_id="pg-ft-method",
+                           info=METHOD_INFO)
     w["name"] = gr.Textbox(value=services.suggest_adapter_name(train.method), label="Adapter name",
                            info="letters, digits, '-' and '_'; becomes a variant on Compare", elem_id="pg-ft-name")
     with gr.Row():
@@ -638,6 +657,8 @@ def _settings_column(services: Services) -> tuple[TrainingForm, dict[str, gr.com
         w["desirable_weight"] = gr.Number(value=loss.desirable_weight, label="λ_D (desirable weight)", visible=False)
         w["undesirable_weight"] = gr.Number(value=loss.undesirable_weight, label="λ_U (undesirable weight)",
                                             visible=False)
+        w["simpo_gamma"] = gr.Number(value=loss.simpo_gamma, label="γ (SimPO target margin)", visible=False,
+                                     info="the reward margin SimPO asks of each pair", elem_id="pg-ft-gamma")
     plan = gr.Markdown("Load usable data to see the plan.", elem_id="pg-ft-plan")
     with gr.Row():
         w["sft_weight"] = gr.Number(value=loss.sft_weight, label="SFT weight",
@@ -738,8 +759,9 @@ def build_finetune_tab(services: Services, session: gr.BrowserState, job_state: 
     d["example"].input(load, data_inputs, data_outputs, api_name=False)
     d["intact_rows"].input(load, data_inputs, data_outputs, api_name=False)
     method.input(partial(reload_votes_for_method, services), data_inputs, data_outputs, api_name=False)
-    method.change(method_changed, [method], [form["desirable_weight"], form["undesirable_weight"]], api_name=False,
-                  queue=False)
+    method.change(method_changed, [method], [form["desirable_weight"], form["undesirable_weight"],
+                                             form["simpo_gamma"], form["sft_weight"]], api_name=False, queue=False)
+    method.input(method_beta, [method], [form["beta"]], api_name=False, queue=False)
     method.input(lambda label: services.suggest_adapter_name(METHODS.get(label, "dpo")), [method], [name],
                  api_name=False, queue=False)
 

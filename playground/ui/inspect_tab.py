@@ -16,6 +16,7 @@ import pandas as pd
 
 from playground import config, plots
 from playground.analysis.curves import kto_value_curves, pair_focus, prospect_curves
+from playground.analysis.family import family, family_table
 from playground.analysis.scores import DatasetScores
 from playground.analysis.views import InspectAnalysis, InspectSettings, analyse, variant_table
 from playground.common.numbers import accuracy_text, format_number
@@ -138,8 +139,8 @@ def variants_frame(scores: DatasetScores, settings: InspectSettings) -> pd.DataF
     return frame
 
 
-PARTS = ("dpo", "kto", "prospect")  # figure groups: 3 DPO, 3 KTO, 4 prospect figures
-PART_SIZES = {"dpo": 3, "kto": 3, "prospect": 4}
+PARTS = ("dpo", "kto", "prospect", "family")  # output groups: 3 DPO, 3 KTO, 4 prospect figures; family table+figure
+PART_SIZES = {"dpo": 3, "kto": 3, "prospect": 4, "family": 2}
 # Which figure groups a control changes (the summary and both tables are always redrawn).
 DPO_FIELDS = ("dpo_loss_type", "label_smoothing", "sft_weight")
 KTO_FIELDS = ("kto_loss_type", "desirable_weight", "undesirable_weight")
@@ -152,7 +153,9 @@ def render(scores: DatasetScores | None, variant: str | None, selected: int | No
     parts = tuple(p for p in PARTS if p in parts)
     if scores is None:
         note = "Score a data set (or wait for the precomputed numbers) to fill this view."
-        return [note, pd.DataFrame(), pd.DataFrame()] + [plots.empty_figure(note)] * sum(PART_SIZES[p] for p in parts)
+        empty = [pd.DataFrame() if (part, i) == ("family", 0) else plots.empty_figure(note)
+                 for part in parts for i in range(PART_SIZES[part])]  # the family's first output is its table
+        return [note, pd.DataFrame(), pd.DataFrame(), *empty]
     if variant not in scores.variants:
         variant = _default_view(scores.variants)
     try:
@@ -191,7 +194,20 @@ def render(scores: DatasetScores | None, variant: str | None, selected: int | No
             plots.alpha_search_figure(search.alphas, search.accuracies, search.best_alpha, settings.alpha,
                                       config.VALUES.alpha_highlight),
         ]
+    if "family" in parts:
+        figures += family_outputs(scores, variant, result, float(settings.beta))
     return [summary_markdown(result, scores), variants_frame(scores, settings), table_frame(result), *figures]
+
+
+def family_outputs(scores: DatasetScores, variant: str, result: InspectAnalysis, beta: float) -> list:
+    """(table, figure) of the method family on the variant's cached log-probs (``analysis.family``)."""
+    members = family(scores.side(variant), scores.reference, beta)
+    table = family_table(members)
+    titles = list(table["objective"])
+    figure = plots.family_figure(titles, list(table["chosen ranked first"]), list(table["reference"] == "none"),
+                                 result.dpo.margin.detach().double().numpy(),
+                                 {title: member.loss for title, member in zip(titles, members)}, variant)
+    return [table.round(4), figure]
 
 
 def _default_view(variants: list[str]) -> str:
@@ -284,7 +300,17 @@ def _views(initial: list) -> tuple[list, dict[str, list]]:
             with gr.Row():
                 prospect = [gr.Plot(initial[9], show_label=False), gr.Plot(initial[10], show_label=False)]
             prospect += [gr.Plot(initial[11], show_label=False), gr.Plot(initial[12], show_label=False)]
-    return [summary, variant_table_, table, *dpo, *kto, *prospect], {"dpo": dpo, "kto": kto, "prospect": prospect}
+        with gr.Tab("Method family"):
+            gr.Markdown("DPO, KTO, SimPO, ORPO, APO-zero, APO-down and BCO computed from the same cached log-probs "
+                        "(no model call): what each needs, its mean loss, and how often its own reward ranks the "
+                        "chosen answer first. SimPO and ORPO read the variant alone (no reference model), so they "
+                        "rank pairs even for the base, where every reference-based reward is 0. DPO, APO and BCO "
+                        "use β above; SimPO and ORPO their own defaults.", elem_classes=["pg-note"])
+            family = [gr.DataFrame(initial[13], label="The method family on these pairs", interactive=False,
+                                   elem_id="pg-in-family-table"),
+                      gr.Plot(initial[14], show_label=False, elem_id="pg-in-family-plot")]
+    return ([summary, variant_table_, table, *dpo, *kto, *prospect, *family],
+            {"dpo": dpo, "kto": kto, "prospect": prospect, "family": family})
 
 
 def _parts_changed_by(name: str) -> tuple[str, ...]:
@@ -293,7 +319,7 @@ def _parts_changed_by(name: str) -> tuple[str, ...]:
         return ("dpo",)
     if name in KTO_FIELDS:
         return ("kto",)
-    return PARTS if name == "beta" else ("prospect",)
+    return PARTS if name == "beta" else ("prospect",)  # the family uses beta only
 
 
 def selected_pair(evt: gr.SelectData) -> int | None:

@@ -93,6 +93,32 @@ WHICH = """
 """
 
 
+FAMILY = r"""
+### Five more methods of the same family
+
+Each one trains on the Fine-tune tab (and through the CLI and the API), and Inspect's **Method family** tab computes
+all of them from the same cached log-probs. $\ell(y) = \log \pi_\theta(y\mid x)$ summed over the answer's
+$|y|$ tokens, $r(y) = \ell(y) - \log \pi_{\text{ref}}(y\mid x)$.
+
+- **SimPO** (Meng et al. 2024): no reference model. The reward is the *average* token log-prob, and the loss asks
+  for a margin $\gamma$: $-\log \sigma\big(\tfrac{\beta}{|y_w|}\ell(y_w) - \tfrac{\beta}{|y_l|}\ell(y_l) -
+  \gamma\big)$ ($\beta = 2$, $\gamma = 1$ by default). Cheaper steps: no reference pass.
+- **ORPO** (Hong et al. 2024): no reference model either. Supervised NLL on the chosen answer plus $\beta$ times an
+  odds-ratio term, $-\log \sigma\big(\log\tfrac{P_w}{1-P_w} - \log\tfrac{P_l}{1-P_l}\big)$ with $P$ the average
+  token likelihood. Its NLL is built in, so the SFT weight is not added.
+- **APO-zero / APO-down** (D'Oosterlinck et al. 2024): anchored to the reference. APO-zero pushes the chosen answer
+  up and the rejected one down, each on its own: $(1-\sigma(\beta r_w)) + \sigma(\beta r_l)$; APO-down, for data
+  whose chosen answers are worse than the model's own, lets both go down while keeping them apart.
+- **BCO** (Jung et al. 2024): single labelled answers, like KTO. Each is classified as good or bad against a running
+  baseline $\delta$ of the rewards: $-\log\sigma(\beta r - \delta)$ if good, $-\log\sigma(-(\beta r - \delta))$ if
+  bad (the paper's distribution-matching weights are not built here).
+
+"No reference model" is exactly what the source material claims for KTO; it is true of SimPO and ORPO, not of KTO as
+published (tab 3). The equations, the TRL counterparts and where TRL differs from the papers are in
+`docs/OBJECTIVES.md`.
+"""
+
+
 def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     """A Markdown table from cells (so the source lines stay short)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -229,7 +255,9 @@ def build_learn_tab(services: Services):
         with gr.Tab("5 · Which one, and the source corrected"):
             gr.Markdown(WHICH, latex_delimiters=LATEX)
             gr.Markdown(comparison_table(), latex_delimiters=LATEX, elem_id="pg-learn-table")
-        with gr.Tab("6 · Speed on this device"):
+        with gr.Tab("6 · More methods"):
+            gr.Markdown(FAMILY, latex_delimiters=LATEX, elem_id="pg-learn-family")
+        with gr.Tab("7 · Speed on this device"):
             speed = gr.Markdown(refresh_speed(services), latex_delimiters=LATEX, elem_id="pg-learn-speed")
             refresh = gr.Button("Refresh measurements", size="sm")
             refresh.click(partial(refresh_speed, services), None, [speed], api_name=False, queue=False)

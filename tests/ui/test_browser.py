@@ -157,7 +157,7 @@ def test_compare_vote_finetune_and_reload(browser, url):
     page.get_by_role("tab", name="4 · Prospect theory").click()
     page.wait_for_selector("#pg-learn-value .js-plotly-plot", timeout=20_000)
     _shot(page, "learn_prospect")
-    page.get_by_role("tab", name="6 · Speed on this device").click()
+    page.get_by_role("tab", name="7 · Speed on this device").click()
     _wait_text(page, "#pg-learn-speed", "browser-run", 20_000)
 
     # A reload keeps the session: its votes, and the finished job re-attached on Fine-tune.

@@ -57,7 +57,7 @@ def _payload(fn, overrides):
 
 def test_render_without_scores_gives_placeholders():
     out = inspect_tab.render(None, None, None, inspect_tab.DEFAULTS)
-    assert len(out) == 3 + 10
+    assert len(out) == 3 + 12 and isinstance(out[-2], pd.DataFrame)  # the family part: a table, then a figure
     assert "Score" in out[0]
     assert len(inspect_tab.render(None, None, None, inspect_tab.DEFAULTS, ("kto",))) == 3 + 3
 

@@ -257,7 +257,8 @@ def test_uploads_in_other_formats_are_validated(services, tmp_path):
     assert upload["visible"] is True and example["visible"] is False
     state, *_ = finetune_tab.load_data(services, finetune_tab.SOURCE_UPLOAD, str(jsonl), None, SESSION,
                                        "DPO (pairs)")
-    assert state["format"] == "paired" and state["rows_for"] == {"dpo": 1, "kto": 2}
+    assert state["format"] == "paired" and state["rows_for"] == {"dpo": 1, "kto": 2, "simpo": 1, "orpo": 1,
+                                                                 "apo_zero": 1, "apo_down": 1, "bco": 2}
     state, report, _, start, *_ = finetune_tab.load_data(services, finetune_tab.SOURCE_VOTES, None, None, SESSION,
                                                          "DPO (pairs)")
     assert start["interactive"] is False and "No votes yet" in report

@@ -62,7 +62,7 @@ def main() -> None:
         1, s["batch_size"] // processes), learning_rate=s["learning_rate"], weight_decay=s["weight_decay"],
         max_grad_norm=s["max_grad_norm"], seed=s["seed"], max_length=s["max_length"], beta=s["beta"],
         logging_steps=1, save_strategy="no", report_to="none", bf16=bf16, use_cpu=not torch.cuda.is_available())
-    if s["method"] == "dpo":
+    if s.get("trainer", s["method"]) == "dpo":  # DPO, and APO-zero/down (DPOTrainer's loss types)
         from trl import DPOConfig, DPOTrainer
 
         losses, weights = [s["dpo_loss_type"]], [1.0]
