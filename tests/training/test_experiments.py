@@ -1,0 +1,76 @@
+"""The claims experiments' runner on the tiny model: a two-point sweep trains, measures, and writes its JSON with
+what reproduces it; the run lists hold the data and settings each claim needs."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from conftest import make_tiny_model
+
+from playground import config
+from playground.cli.experiments import main
+from playground.engine.device import DeviceChoice
+from playground.training import experiments
+
+CPU = DeviceChoice(torch.device("cpu"), torch.float32, None)
+PROMPTS = [f"Question {i}?" for i in range(8)]
+PAIRS = pd.DataFrame({"prompt": PROMPTS, "chosen": ["Yes, gladly."] * 8, "rejected": ["Go away."] * 8})
+
+
+def test_the_claims_run_lists():
+    compute = experiments.compute_runs(PAIRS, steps=3)
+    assert [r.method for r in compute] == ["dpo", "kto", "simpo", "orpo"]
+    assert len(compute[1].rows) == 2 * len(PAIRS) and set(compute[1].rows.columns) >= {"completion", "label"}
+    assert compute[2].train_config.loss.beta == 2.0 and compute[0].train_config.loss.beta == 0.1
+    assert not compute[0].train_config.early_stopping.enabled and not compute[0].train_config.probes.enabled
+    unpaired = experiments.unpaired_runs(PAIRS, steps=3)
+    assert [len(r.rows) for r in unpaired] == [8, 16, 8]  # thumbs-only: one judgment per prompt
+    noise = experiments.noise_runs(PAIRS, steps=3, rates=(0.0, 0.25), seeds=(0, 1))
+    assert len(noise) == 2 * 2 * 3 and {r.x for r in noise} == {0.0, 0.25}
+    robust = [r for r in noise if r.train_config.loss.dpo_loss_type == "robust" and r.x == 0.25][0]
+    assert robust.train_config.loss.label_smoothing == 0.25
+    flipped = noise[3].rows  # seed 0, rate 0.25, DPO
+    assert (flipped["chosen"] == "Go away.").sum() == 2
+    imbalance = experiments.imbalance_runs(PAIRS, steps=3, shares=(0.2,))
+    plain, ruled = imbalance
+    assert int(plain.rows["label"].sum()) == 2 and int((~plain.rows["label"]).sum()) == 8
+    ratio = ruled.train_config.loss.desirable_weight * 2 / (ruled.train_config.loss.undesirable_weight * 8)
+    assert 1.0 <= ratio <= 4 / 3 + 1e-9 and plain.train_config.loss.desirable_weight == 1.0
+
+
+def test_a_two_point_sweep_trains_measures_and_writes_its_json(tokenizer, tmp_path):
+    specs = experiments.noise_runs(PAIRS, steps=2, rates=(0.0, 0.5))[::3]  # DPO at 0% and at 50% flips
+    seen = []
+    records = experiments.run_experiment(specs, lambda: make_tiny_model(len(tokenizer), 0), tokenizer, CPU,
+                                         PAIRS.head(4), progress=lambda d, t, label: seen.append((d, t, label)))
+    assert seen == [(1, 2, "noise: DPO"), (2, 2, "noise: DPO")]
+    assert [r["x"] for r in records] == [0.0, 0.5] and all(r["method"] == "dpo" for r in records)
+    for record in records:
+        assert 0.0 <= record["heldout_accuracy"] <= 1.0 and record["heldout_pairs"] == 4
+        assert record["seconds_per_step"] > 0 and record["peak_memory_mb"] > 0
+        assert record["answers"]["base"]["answers"] >= 1 and record["settings"]["steps"] == 2
+    assert records[0]["rows_sha256"] != records[1]["rows_sha256"]  # the flipped rows are other data
+    path = experiments.write_results(tmp_path / "r.json", records, command="python -m playground.experiments noise",
+                                     base="tiny", device="cpu", data={"train": "abc"})
+    payload = json.loads(path.read_text())
+    assert payload["format"] == experiments.RESULTS_FORMAT and payload["command"].endswith("noise")
+    assert set(payload["versions"]) == {"python", "torch", "transformers", "peft"} and len(payload["runs"]) == 2
+
+
+def test_reference_free_runs_record_no_reference_pass(tokenizer):
+    specs = experiments.compute_runs(PAIRS, steps=1, methods=("dpo", "simpo"))
+    records = experiments.run_experiment(specs, lambda: make_tiny_model(len(tokenizer), 0), tokenizer, CPU,
+                                         PAIRS.head(2))
+    dpo, simpo = records
+    assert simpo["reference_seconds"] <= 0.01 and dpo["reference_seconds"] > simpo["reference_seconds"]
+    assert simpo["method"] in config.REFERENCE_FREE_METHODS
+
+
+def test_the_cli_refuses_bad_arguments(capsys):
+    assert main(["compute", "--out", "x.json", "--steps", "0"]) == 2
+    assert "--steps and --heldout must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["no-such-claim", "--out", "x.json"])
