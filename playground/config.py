@@ -286,6 +286,12 @@ class RoomSettings:
 
 
 @dataclass(frozen=True)
+class ClaimsSettings:
+    """How the Claims view turns measured numbers into verdicts."""
+    accuracy_tolerance: float = 0.05  # held-out accuracy differences smaller than this count as no difference
+
+
+@dataclass(frozen=True)
 class AppConfig:
     host: str = "127.0.0.1"  # loopback unless told otherwise (--host / GRADIO_SERVER_NAME)
     port: int = 7860
@@ -319,4 +325,5 @@ SLIDERS = SliderRanges()
 APP = AppConfig()
 QUOTAS = Quotas()
 ROOMS = RoomSettings()
+CLAIMS = ClaimsSettings()
 LEADERBOARD = LeaderboardConfig()

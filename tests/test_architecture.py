@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS = {"config": 0, "common": 0, "objectives": 1, "feedback": 1, "plots": 1, "engine": 2, "analysis": 3,
           "training": 3, "serving": 4, "ui": 5, "cli": 5}
 ENTRY = 6
-ENTRY_MODULES = {"playground.generate", "playground.train", "playground.evaluate", "playground.export", "app"}
+ENTRY_MODULES = {"playground.generate", "playground.train", "playground.evaluate", "playground.export",
+                 "playground.experiments", "app"}
 HEAVY = ("transformers", "peft", "gradio")
 LIGHT_PACKAGES = {"objectives", "feedback", "plots"}  # may import none of HEAVY
 

@@ -32,10 +32,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pairs", type=int, default=0, help="train on the first N demo pairs (0 = all 370)")
     parser.add_argument("--heldout", type=int, default=60, help="measure on the first N held-out pairs (of 120)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (the noise claim uses them all)")
+    parser.add_argument("--rates", type=float, nargs="+", default=[0.0, 0.2, 0.4],
+                        help="flip rates of the noise claim (default 0 0.2 0.4)")
     parser.add_argument("--data", default=str(TRAIN_FILE), help="paired training file (default: the demo pairs)")
     parser.add_argument("--heldout-file", default=str(HELDOUT_FILE), help="paired held-out file")
     parser.add_argument("--base-model", help="hub id or local directory (default: the embedded SmolLM2-135M)")
     return parser
+
+
+def specs_for(claim: str, pairs, steps: int, seeds: tuple[int, ...], rates: tuple[float, ...]) -> list:
+    """The runs of ``claim`` (``training.experiments.CLAIMS``): the noise claim over every seed and rate, the others
+    with the first seed."""
+    from playground.training import experiments
+
+    if claim == "noise":
+        return experiments.noise_runs(pairs, steps, rates=rates, seeds=seeds)
+    return experiments.CLAIMS[claim](pairs, steps, seed=seeds[0])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,9 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     pairs = reports["data"].data
     pairs = pairs.head(args.pairs).reset_index(drop=True) if args.pairs else pairs
     heldout = reports["heldout"].data.head(args.heldout).reset_index(drop=True)
-    builder = experiments.CLAIMS[args.claim]
-    specs = (builder(pairs, args.steps, seeds=tuple(args.seeds)) if args.claim == "noise"
-             else builder(pairs, args.steps, args.seeds[0]))
+    specs = specs_for(args.claim, pairs, args.steps, tuple(args.seeds), tuple(args.rates))
 
     from playground.engine.base_model import ModelSourceError, base_model_id, load_base_model, resolve_base_model
     from playground.engine.device import pick_device

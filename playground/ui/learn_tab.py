@@ -12,7 +12,9 @@ import plotly.graph_objects as go
 import torch
 
 from playground import config, plots
+from playground.analysis.claims import SHIPPED_RESULTS, load_results, verdicts
 from playground.objectives.prospect import prospect_value, source_objective
+from playground.plots.claims import FIGURES as CLAIM_FIGURES
 from playground.serving.services import Services
 
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
@@ -137,18 +139,28 @@ DATA = DATA_TEMPLATE.replace("{data_table}", _table(("", "DPO", "KTO"), [
 ]))
 
 
-def comparison_table() -> str:
-    """The source document's comparison (docs/DESIGN.md section 4), its wrong claims shown beside the corrections."""
+def _measured(verdicts: dict[str, str], claim: str) -> str:
+    verdict = verdicts.get(claim)
+    return f" · **measured here: {verdict}** (tab 7)" if verdict and verdict != "not measured" else ""
+
+
+def comparison_table(measured: dict[str, str] | None = None) -> str:
+    """The source document's comparison (docs/DESIGN.md section 4), its wrong claims shown beside the corrections,
+    and, from ``measured`` (claim -> verdict of ``analysis.claims``), what the shipped experiments found."""
+    measured = measured or {}
     glance = _table(("", "DPO", "KTO"), [
         ("Model of human judgement", "Bradley–Terry preferences between two answers",
          "Prospect theory: gains and losses against a reference point"),
-        ("Data", "pairs required (chosen, rejected)", "unpaired 👍/👎 labels work"),
-        ("Sensitivity", "sensitive to the reference model", "more robust to noisy labels"),
+        ("Data", "pairs required (chosen, rejected)", "unpaired 👍/👎 labels work" + _measured(measured, "unpaired")),
+        ("Sensitivity", "sensitive to the reference model",
+         "more robust to noisy labels" + _measured(measured, "noise")),
+        ("Few desirable examples", "n/a (every pair has one of each)",
+         "tolerates up to 90% fewer (KTO paper)" + _measured(measured, "imbalance")),
         ("Typical use", "fine style control", "risk-sensitive domains"),
         ("Reference model", r"yes: $\pi_\text{ref}$ in both log-ratios",
          r"**source said:** none needed, lighter · **correct:** as published it uses $\pi_\text{ref}$ (in $r$ and "
          r"in $z_0$) plus an extra pass for mismatched pairs; with LoRA the reference is the base with the adapter "
-         "off, so no extra memory"),
+         "off, so no extra memory" + _measured(measured, "compute")),
     ])
     objective = _table(("", "formula", "what it does"), [
         ("**Source document (as written, wrong)**", r"$\mathbb{E}\big[\lambda\,\mathrm{ReLU}(V-\tau) - "
@@ -237,6 +249,31 @@ def refresh_speed(services: Services) -> str:
     return speed_markdown(services.step_times(), services.engine.device.describe())
 
 
+VERDICT_MARKS = {"holds": "✅", "does not hold": "❌", "holds only partly": "◐", "no measurable difference": "≈",
+                 "not measured": "…"}
+CLAIMS_INTRO = ("Each claim of the source material, the experiment that tests it on this base model, the measured "
+                "result and a verdict decided by the numbers (a difference in held-out accuracy under "
+                f"{config.CLAIMS.accuracy_tolerance:.2f} counts as none). Every run trains a fresh LoRA adapter "
+                "through the same loop as the Fine-tune tab and is measured on clean held-out pairs; the numbers "
+                "are precomputed on a CPU (small: a quick version, not the papers' scale) and the command under "
+                "each re-runs it.")
+
+
+def claim_markdown(verdict) -> str:
+    """One claim: the claim, its verdict with a mark, the numbers that decided it, the command that measured it."""
+    mark = VERDICT_MARKS.get(verdict.verdict, "")
+    command = f"\n\nReproduce: `{verdict.command}`" if verdict.command else ""
+    return (f"#### {verdict.text}\n\n{mark} **{verdict.verdict}**: {html.escape(verdict.because)}{command}")
+
+
+def claims_view(path=SHIPPED_RESULTS) -> list:
+    """(markdown, figure) per claim of ``analysis.claims.CLAIM_ORDER``, from the shipped results."""
+    out = []
+    for verdict in verdicts(load_results(path)):
+        out += [claim_markdown(verdict), CLAIM_FIGURES[verdict.claim](verdict.table)]
+    return out
+
+
 def build_learn_tab(services: Services):
     """Returns the speed Markdown component and its refresh function (the page refreshes it when a run ends)."""
     with gr.Tabs():
@@ -244,7 +281,7 @@ def build_learn_tab(services: Services):
             gr.Markdown(OBJECTIVES, latex_delimiters=LATEX, elem_id="pg-learn-objectives")
         with gr.Tab("2 · Data"):
             gr.Markdown(DATA, latex_delimiters=LATEX)
-        with gr.Tab("3 · Reference model"):
+        with gr.Tab("3 · Reference"):
             gr.Markdown(REFERENCE, latex_delimiters=LATEX)
         with gr.Tab("4 · Prospect theory"):
             gr.Markdown(PROSPECT, latex_delimiters=LATEX)
@@ -252,12 +289,20 @@ def build_learn_tab(services: Services):
                 lam = gr.Slider(1.0, 4.0, value=config.VALUES.loss_aversion, step=0.05, label="loss aversion λ")
             figure = gr.Plot(value_function_figure(), label="Value function", elem_id="pg-learn-value")
             lam.change(value_function_figure, [lam], [figure], api_name=False, queue=False, show_progress="hidden")
-        with gr.Tab("5 · Which one, and the source corrected"):
+        with gr.Tab("5 · Source corrected"):
             gr.Markdown(WHICH, latex_delimiters=LATEX)
-            gr.Markdown(comparison_table(), latex_delimiters=LATEX, elem_id="pg-learn-table")
+            measured = {v.claim: v.verdict for v in verdicts(load_results())}
+            gr.Markdown(comparison_table(measured), latex_delimiters=LATEX, elem_id="pg-learn-table")
         with gr.Tab("6 · More methods"):
             gr.Markdown(FAMILY, latex_delimiters=LATEX, elem_id="pg-learn-family")
-        with gr.Tab("7 · Speed on this device"):
+        with gr.Tab("7 · Claims measured"):
+            gr.Markdown(CLAIMS_INTRO, elem_classes=["pg-note"])
+            view = claims_view()
+            with gr.Column(elem_id="pg-learn-claims"):
+                for index in range(0, len(view), 2):
+                    gr.Markdown(view[index], elem_classes=["pg-claim"])
+                    gr.Plot(view[index + 1], show_label=False)
+        with gr.Tab("8 · Speed here"):
             speed = gr.Markdown(refresh_speed(services), latex_delimiters=LATEX, elem_id="pg-learn-speed")
             refresh = gr.Button("Refresh measurements", size="sm")
             refresh.click(partial(refresh_speed, services), None, [speed], api_name=False, queue=False)

@@ -69,6 +69,13 @@ def test_reference_free_runs_record_no_reference_pass(tokenizer):
     assert simpo["method"] in config.REFERENCE_FREE_METHODS
 
 
+def test_the_cli_builds_every_claim_s_runs():
+    from playground.cli.experiments import specs_for
+
+    counts = {claim: len(specs_for(claim, PAIRS, 2, (0, 1), (0.0, 0.5))) for claim in experiments.CLAIMS}
+    assert counts == {"compute": 4, "unpaired": 3, "noise": 2 * 2 * 3, "imbalance": 6}
+
+
 def test_the_cli_refuses_bad_arguments(capsys):
     assert main(["compute", "--out", "x.json", "--steps", "0"]) == 2
     assert "--steps and --heldout must be >= 1" in capsys.readouterr().err

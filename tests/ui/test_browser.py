@@ -157,7 +157,12 @@ def test_compare_vote_finetune_and_reload(browser, url):
     page.get_by_role("tab", name="4 · Prospect theory").click()
     page.wait_for_selector("#pg-learn-value .js-plotly-plot", timeout=20_000)
     _shot(page, "learn_prospect")
-    page.get_by_role("tab", name="7 · Speed on this device").click()
+    page.get_by_role("tab", name="7 · Claims measured").click()
+    page.wait_for_selector("#pg-learn-claims .js-plotly-plot", timeout=20_000)
+    claims_text = page.locator("#pg-learn-claims").inner_text()
+    assert claims_text.count("Reproduce:") == 4 and "not measured" not in claims_text
+    _shot(page, "learn_claims", full_page=True)
+    page.get_by_role("tab", name="8 · Speed here").click()
     _wait_text(page, "#pg-learn-speed", "browser-run", 20_000)
 
     # A reload keeps the session: its votes, and the finished job re-attached on Fine-tune.
