@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from playground.objectives.kto import masked_mean
 from playground.objectives.validation import check_beta, check_same_shape
 
 NEEDS_REFERENCE = True
@@ -62,12 +63,12 @@ class BCOTerms:
     @property
     def desirable_reward_mean(self) -> float:
         """Mean reward of the desirable samples; NaN if there are none."""
-        return _masked_mean(self.reward, self.desirable)
+        return masked_mean(self.reward, self.desirable)
 
     @property
     def undesirable_reward_mean(self) -> float:
         """Mean reward of the undesirable samples; NaN if there are none."""
-        return _masked_mean(self.reward, ~self.desirable)
+        return masked_mean(self.reward, ~self.desirable)
 
     @property
     def accuracy(self) -> float:
@@ -76,10 +77,6 @@ class BCOTerms:
             return math.nan
         correct = torch.where(self.desirable, self.reward > self.delta, self.reward < self.delta)
         return correct.float().mean().item()
-
-
-def _masked_mean(values: Tensor, mask: Tensor) -> float:
-    return values[mask].mean().item() if bool(mask.any()) else math.nan
 
 
 def bco_rewards(policy_logps: Tensor, reference_logps: Tensor, *, beta: float) -> Tensor:

@@ -44,15 +44,16 @@ class KTOTerms:
     @property
     def desirable_reward_mean(self) -> float:
         """Mean implied reward of the desirable samples (TRL's rewards/chosen); NaN if there are none."""
-        return _masked_mean(self.reward, self.desirable)
+        return masked_mean(self.reward, self.desirable)
 
     @property
     def undesirable_reward_mean(self) -> float:
         """Mean implied reward of the undesirable samples (TRL's rewards/rejected); NaN if there are none."""
-        return _masked_mean(self.reward, ~self.desirable)
+        return masked_mean(self.reward, ~self.desirable)
 
 
-def _masked_mean(values: Tensor, mask: Tensor) -> float:
+def masked_mean(values: Tensor, mask: Tensor) -> float:
+    """Mean of ``values`` (B,) where ``mask`` (B,) bool is set, as a float; NaN when nothing is set."""
     return values[mask].mean().item() if bool(mask.any()) else math.nan
 
 
