@@ -369,6 +369,8 @@ class TrainingQueue:
             else:
                 job.adapter_dir = str(result.adapter_dir)
                 self.engine.attach(AdapterInfo(job.name, Path(result.adapter_dir), result.meta, "user"))
+                # Before "done": whoever sees the job finished may export it at once, from the rows kept here.
+                keep_rows_with_adapter(run_dir, Path(job.adapter_dir))
                 job.status, job.phase = "done", "Done: the adapter is saved and attached"
         except Exception as exc:  # noqa: BLE001 - a failed job frees its slot and says why
             log.error("training %s failed: %s", job.id, traceback.format_exc())
@@ -377,8 +379,6 @@ class TrainingQueue:
         finally:
             mirror_stop.set()
             self._write_job(job)
-            if job.status == "done":  # nothing left to restart: the rows go with the adapter (its TRL export)
-                keep_rows_with_adapter(self.runs_root / job.id, Path(job.adapter_dir))
             self._prune_runs()
             if self.on_finished:
                 self.on_finished(job)
