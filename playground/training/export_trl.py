@@ -7,8 +7,9 @@
   "label"}``; a system prompt is the first message of the prompt;
 * ``settings.json``: the method, base model, LoRA shape, beta, loss type and weights, learning rate, warmup and the
   total steps, batch size, max length, seed (:func:`trl_settings`);
-* ``train.py`` (``templates/train_trl.py``): TRL's ``DPOTrainer`` / ``KTOTrainer`` with those settings and this
-  playground's learning-rate schedule (linear warmup, then linear decay to 10% of the peak);
+* ``train.py`` (``templates/train_trl.py``): TRL's ``DPOTrainer`` / ``KTOTrainer`` (SimPO: ``trl.experimental.cpo``,
+  ORPO: ``trl.experimental.orpo``) with those settings and this playground's learning-rate schedule (linear warmup,
+  then linear decay to 10% of the peak);
 * ``accelerate_config.yaml`` for every GPU of one machine, and a ``README.md`` with the commands and what differs.
 """
 
@@ -28,6 +29,8 @@ from playground.training.data import count_steps
 
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "train_trl.py"
 TRL_REQUIREMENT = "trl>=1.10,<2"
+# trl.experimental may change between minor releases: a SimPO or ORPO export pins the release it was written for
+TRL_EXPERIMENTAL_REQUIREMENT = "trl==1.16.*"
 
 ACCELERATE_CONFIG = """\
 # accelerate launch --config_file accelerate_config.yaml train.py
@@ -65,30 +68,36 @@ def trl_rows(frame: pd.DataFrame, method: str) -> list[dict[str, Any]]:
     return rows
 
 
-# The TRL 1.16 trainer (and loss type) each exportable method runs with. SimPO, ORPO and BCO live in TRL's
-# ``experimental`` package (BCO not at all in 1.16): their export is not built, and refused with that reason.
+# The TRL 1.16 trainer (and loss type) each exportable method runs with: DPO and APO through DPOTrainer, SimPO through
+# trl.experimental.cpo's CPOTrainer (loss_type "simpo", cpo_alpha = the SFT weight), ORPO through
+# trl.experimental.orpo. BCO is refused: TRL 1.16 has no BCO trainer (DPOTrainer's "bco_pair" is BCO on both answers of
+# a pair without the running baseline's delta, not the unpaired method).
 TRL_TRAINERS: dict[str, tuple[str, str | None]] = {"dpo": ("dpo", None), "kto": ("kto", None),
-                                                   "apo_zero": ("dpo", "apo_zero"), "apo_down": ("dpo", "apo_down")}
+                                                   "apo_zero": ("dpo", "apo_zero"), "apo_down": ("dpo", "apo_down"),
+                                                   "simpo": ("cpo", "simpo"), "orpo": ("orpo", None)}
+EXPERIMENTAL_TRAINERS = frozenset({"cpo", "orpo"})
 
 
 def trl_settings(train_config: config.TrainConfig, rows: int, base_model: str) -> dict[str, Any]:
     """What ``train.py`` reads: every setting of the run, with its total steps and warmup steps as the playground's
     loop computes them. ValueError for a method with no stable TRL trainer (:data:`TRL_TRAINERS`)."""
     if train_config.method not in TRL_TRAINERS:
-        raise ValueError(f"{train_config.method.upper()} cannot be exported to TRL yet: TRL 1.16 has it only in its "
-                         "experimental package (or not at all); export a DPO, KTO or APO run instead.")
+        raise ValueError(f"{train_config.method.upper()} cannot be exported to TRL: TRL 1.16 has no trainer for it "
+                         "(its DPOTrainer's bco_pair loss is paired BCO without the running baseline); export a DPO, "
+                         "KTO, APO, SimPO or ORPO run instead.")
     trainer, loss_type = TRL_TRAINERS[train_config.method]
     total = count_steps(rows, train_config)
     loss, lora = train_config.loss, train_config.lora
     return {
         "method": train_config.method, "trainer": trainer, "base_model": base_model, "rows": rows,
+        "trl_requirement": TRL_EXPERIMENTAL_REQUIREMENT if trainer in EXPERIMENTAL_TRAINERS else TRL_REQUIREMENT,
         "total_steps": total,
         "warmup_steps": int(round(train_config.warmup_ratio * total)), "batch_size": train_config.batch_size,
         "learning_rate": train_config.learning_rate, "weight_decay": train_config.weight_decay,
         "max_grad_norm": train_config.max_grad_norm, "max_length": train_config.max_length, "seed": train_config.seed,
         "beta": loss.beta, "dpo_loss_type": loss_type or loss.dpo_loss_type, "label_smoothing": loss.label_smoothing,
         "kto_loss_type": loss.kto_loss_type, "desirable_weight": loss.desirable_weight,
-        "undesirable_weight": loss.undesirable_weight, "sft_weight": loss.sft_weight,
+        "undesirable_weight": loss.undesirable_weight, "sft_weight": loss.sft_weight, "simpo_gamma": loss.simpo_gamma,
         "lora": {"r": lora.r, "alpha": lora.alpha, "dropout": lora.dropout,
                  "target_modules": list(lora.target_modules)},
     }
@@ -106,6 +115,16 @@ def _readme(settings: dict[str, Any], source: str, has_eval: bool) -> str:
     if s["method"] == "kto" and s["sft_weight"]:
         differences.append(f"The SFT term (weight {s['sft_weight']:g} on the desirable answers) has no KTOTrainer "
                            "equivalent and is not applied.")
+    if s["trainer"] == "cpo":
+        differences.append("SimPO runs as TRL's CPOTrainer with `loss_type=\"simpo\"`, the same per-pair loss; the "
+                           f"SFT weight ({s['sft_weight']:g}) is its `cpo_alpha`, TRL's NLL on the chosen answers.")
+    if s["trainer"] == "orpo":
+        differences.append("TRL's ORPOTrainer takes its NLL over the whole chosen sequence, prompt included; the "
+                           "playground's covers the answer only, so the NLL part of the loss differs (the odds-ratio "
+                           "part is the same).")
+    if s["trainer"] in EXPERIMENTAL_TRAINERS:
+        differences.append(f"The trainer is in `trl.experimental`, which may change between releases: the install "
+                           f"line pins `{s['trl_requirement']}`, the release this export was written for.")
     lines = [
         f"# {s['method'].upper()} fine-tune, exported from the DPO vs KTO alignment playground",
         "",
@@ -116,7 +135,7 @@ def _readme(settings: dict[str, Any], source: str, has_eval: bool) -> str:
         f"{s['batch_size']}, max length {s['max_length']}, seed {s['seed']}. Every value is in `settings.json`.",
         "",
         "```bash",
-        f'pip install "{TRL_REQUIREMENT}" peft accelerate datasets',
+        f'pip install "{s["trl_requirement"]}" peft accelerate datasets',
         "python train.py                                                   # one GPU (or the CPU)",
         "accelerate launch --config_file accelerate_config.yaml train.py   # all GPUs of this machine",
         "```",

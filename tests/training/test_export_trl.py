@@ -78,11 +78,11 @@ def test_the_cli_exports_and_refuses_a_bad_file(tmp_path, capsys):
     assert "looks cut off or corrupt" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("method", ["dpo", "kto", "apo_zero"])
+@pytest.mark.parametrize("method", ["dpo", "kto", "apo_zero", "simpo", "orpo"])
 def test_the_exported_script_trains_with_trl_and_its_adapter_attaches_here(method, tmp_path, tokenizer,
                                                                            tiny_model_factory, tiny_engine):
     """TRL's DPOTrainer / KTOTrainer run the exported project for 2 steps on a tiny local model (CPU, offline); an
-    APO run goes to DPOTrainer with its loss type."""
+    APO run goes to DPOTrainer with its loss type, SimPO to trl.experimental's CPOTrainer, ORPO to its ORPOTrainer."""
     base_dir = tmp_path / "tiny-base"
     tiny_model_factory(0).save_pretrained(base_dir)
     tokenizer.save_pretrained(base_dir)
@@ -95,8 +95,12 @@ def test_the_exported_script_trains_with_trl_and_its_adapter_attaches_here(metho
     train_config = _settings(method, steps=2, batch_size=2, max_length=64, lora=lora, sft_weight=0.5)
     write_trl_project(tmp_path / "project", frame, train_config, str(base_dir))
     settings = json.loads((tmp_path / "project" / "settings.json").read_text())
-    assert (settings["trainer"], settings["dpo_loss_type"] if method != "kto" else "-") == {
-        "dpo": ("dpo", "sigmoid"), "kto": ("kto", "-"), "apo_zero": ("dpo", "apo_zero")}[method]
+    assert (settings["trainer"], settings["dpo_loss_type"] if settings["trainer"] == "dpo" else "-") == {
+        "dpo": ("dpo", "sigmoid"), "kto": ("kto", "-"), "apo_zero": ("dpo", "apo_zero"), "simpo": ("cpo", "-"),
+        "orpo": ("orpo", "-")}[method]
+    readme = (tmp_path / "project" / "README.md").read_text()
+    experimental = method in ("simpo", "orpo")
+    assert ('pip install "trl==1.16.*"' in readme) == experimental and ("trl.experimental" in readme) == experimental
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "CUDA_VISIBLE_DEVICES": "", "WANDB_DISABLED": "true", "HF_DATASETS_CACHE": str(tmp_path / "ds-cache")}
     done = subprocess.run([sys.executable, "train.py", "--out", str(tmp_path / "adapter")], cwd=tmp_path / "project",

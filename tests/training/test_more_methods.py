@@ -124,8 +124,11 @@ def test_a_simpo_run_from_the_tab_and_an_orpo_run_through_the_api(tiny_engine, t
     meta = services.engine.adapters["tab-simpo"].meta
     assert meta["method"] == "simpo" and meta["hyperparameters"]["loss"]["simpo_gamma"] == 0.5
     assert meta["seconds"]["reference"] < 0.05  # no reference pass
-    with pytest.raises(finetune_tab.gr.Error, match="SIMPO cannot be exported to TRL yet"):
-        finetune_tab.export_trl_project(services, session, data, form)
+    simpo_export = finetune_tab.export_trl_project(services, session, data, {**form, "name": "simpo-export"})
+    assert simpo_export  # SimPO exports: trl.experimental's CPOTrainer with loss_type="simpo"
+    with pytest.raises(finetune_tab.gr.Error, match="BCO cannot be exported to TRL: TRL 1.16 has no trainer"):
+        finetune_tab.export_trl_project(services, session, data, {**form, "method": "BCO (labelled answers)",
+                                                                    "name": "bco-export"})
     apo = finetune_tab.export_trl_project(services, session, data, {**form, "method": "APO-zero (pairs)",
                                                                     "name": "apo-export"})
     assert apo  # APO exports: DPOTrainer with loss_type="apo_zero"

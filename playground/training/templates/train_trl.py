@@ -1,7 +1,7 @@
 """Run this fine-tune with TRL: the same method, data, LoRA shape, beta, learning rate, schedule, steps and seed as
 the DPO vs KTO playground run it was exported from (``settings.json``). One GPU, or several with accelerate:
 
-    pip install "trl>=1.10,<2" peft accelerate datasets
+    pip install "trl>=1.10,<2" peft accelerate datasets   # SimPO, ORPO: "trl==1.16.*" (trl.experimental)
     python train.py                                             # one process
     accelerate launch --config_file accelerate_config.yaml train.py  # every GPU of the machine
 
@@ -71,6 +71,17 @@ def main() -> None:
         training_args = DPOConfig(**common, loss_type=losses, loss_weights=weights,
                                   label_smoothing=s["label_smoothing"])
         trainer_class = DPOTrainer
+    elif s["trainer"] == "cpo":  # SimPO: CPO's simpo loss, its NLL weight (cpo_alpha) the playground's SFT weight
+        from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+        training_args = CPOConfig(**common, loss_type="simpo", simpo_gamma=s["simpo_gamma"],
+                                  cpo_alpha=s["sft_weight"], label_smoothing=s["label_smoothing"])
+        trainer_class = CPOTrainer
+    elif s["trainer"] == "orpo":
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+        training_args = ORPOConfig(**common)
+        trainer_class = ORPOTrainer
     else:
         from trl import KTOConfig, KTOTrainer
 
