@@ -286,9 +286,25 @@ class RoomSettings:
 
 
 @dataclass(frozen=True)
+class ClaimSweep:
+    """The size of a claims experiment (``training.experiments``): every run's steps, the first ``pairs`` demo pairs
+    it trains on (0 = all), the first ``heldout`` held-out pairs it is measured on, the noise claim's flip rates
+    and its seeds (the other claims take the first seed)."""
+    steps: int
+    pairs: int
+    heldout: int
+    rates: tuple[float, ...]
+    seeds: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class ClaimsSettings:
-    """How the Claims view turns measured numbers into verdicts."""
+    """How the Claims view turns measured numbers into verdicts, and how large its re-runs from the page are."""
     accuracy_tolerance: float = 0.05  # held-out accuracy differences smaller than this count as no difference
+    # On a CPU: the shipped results' settings with the noise claim at its ends, one seed (3 to 6 runs of about a
+    # minute each here); with a GPU: the whole demo set at every flip rate, three seeds.
+    quick: ClaimSweep = ClaimSweep(steps=6, pairs=96, heldout=40, rates=(0.0, 0.4), seeds=(0,))
+    full: ClaimSweep = ClaimSweep(steps=24, pairs=0, heldout=120, rates=(0.0, 0.1, 0.2, 0.3, 0.4), seeds=(0, 1, 2))
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ class Verdict:
 
 
 def load_results(path: Path = SHIPPED_RESULTS) -> dict[str, Any]:
-    """The combined results file (one payload of ``experiments.write_results`` per claim), or {} when absent."""
+    """The combined results file (one payload of ``experiments.results_payload`` per claim), or {} when absent."""
     path = Path(path)
     if not path.is_file():
         return {}
@@ -56,9 +56,21 @@ def combine(payloads: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"format": FORMAT, "version": 1, "claims": payloads}
 
 
+def merge_into(path: Path, claim: str, payload: dict[str, Any]) -> Path:
+    """Put one claim's payload (``training.experiments.results_payload``) into the combined file at ``path``,
+    replacing that claim's earlier runs and keeping the others; the file is created when absent."""
+    from playground.common.files import atomic_write_json
+
+    claims = dict(load_results(path))
+    claims[claim] = payload
+    return atomic_write_json(Path(path), combine({name: claims[name] for name in sorted(claims)}), indent=1,
+                             default=str)
+
+
 def runs_frame(payload: dict[str, Any]) -> pd.DataFrame:
-    """One row per run: label, method, x, seed, held-out accuracy, seconds per step, reference seconds, and the
-    adapter's answers against the base's (share repetitive, fluency)."""
+    """One row per run: label, method, x, seed, held-out accuracy, seconds per step, reference seconds, the
+    adapter's answers against the base's (share repetitive, fluency), and the run's memory (its peak, and how far it
+    rose above the run's start; NaN in results recorded before runs measured their own)."""
     rows = []
     for run in payload.get("runs", []):
         adapter = (run.get("answers") or {}).get("adapter") or {}
@@ -68,14 +80,15 @@ def runs_frame(payload: dict[str, Any]) -> pd.DataFrame:
                      "heldout pairs": run.get("heldout_pairs"),
                      "s / step": run.get("seconds_per_step"), "reference s": run.get("reference_seconds"),
                      "repetitive answers": adapter.get("share_repetitive"),
-                     "fluency": adapter.get("mean_fluency"), "base fluency": base.get("mean_fluency")})
+                     "fluency": adapter.get("mean_fluency"), "base fluency": base.get("mean_fluency"),
+                     "peak MB": run.get("peak_memory_mb"), "added MB": run.get("added_memory_mb")})
     return pd.DataFrame(rows)
 
 
 def _mean_by(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Mean and std over seeds of the numeric columns, per ``keys``."""
     numeric = ["heldout accuracy", "s / step", "reference s", "repetitive answers", "fluency", "rows",
-               "heldout pairs"]
+               "heldout pairs", "peak MB", "added MB"]
     grouped = frame.groupby(keys, sort=False, dropna=False)
     mean = grouped[numeric].mean().reset_index()
     mean["accuracy std"] = grouped["heldout accuracy"].std(ddof=0).fillna(0.0).to_numpy()
@@ -166,6 +179,10 @@ def verdict_compute(payload: dict[str, Any], tolerance: float) -> Verdict:
     if free:
         because += "; " + ", ".join(f"{m.upper()} {by.loc[m, 'reference s']:.2f} s of reference pass, "
                                     f"{by.loc[m, 's / step']:.2f} s per step" for m in free)
+    added = pd.to_numeric(by.get("added MB", pd.Series(dtype=float)), errors="coerce")
+    if added.notna().all() and len(added):
+        because += ("; memory added during the run: " + ", ".join(f"{m.upper()} {added[m]:.0f} MB" for m in by.index)
+                    + f" ({payload['runs'][0].get('memory_kind', 'memory')})")
     verdict = "does not hold" if kto_ref > 1.0 else "holds"
     because += (". With LoRA the reference is the base with the adapter off: no second copy in memory, but a "
                 "forward pass per sequence. The methods without a reference are SimPO and ORPO, not KTO.")
@@ -176,13 +193,14 @@ VERDICTS = {"unpaired": verdict_unpaired, "noise": verdict_noise, "imbalance": v
             "compute": verdict_compute}
 
 
-def verdicts(claims: dict[str, Any], tolerance: float = config.CLAIMS.accuracy_tolerance) -> list[Verdict]:
-    """One verdict per claim of :data:`CLAIM_ORDER`; "not measured" where the results hold none."""
+def verdicts(claims: dict[str, Any], tolerance: float = config.CLAIMS.accuracy_tolerance,
+             missing: str = "no shipped runs for this claim.") -> list[Verdict]:
+    """One verdict per claim of :data:`CLAIM_ORDER`; "not measured", because ``missing``, where the results hold
+    none."""
     out = []
     for claim in CLAIM_ORDER:
         if claim in claims and claims[claim].get("runs"):
             out.append(VERDICTS[claim](claims[claim], tolerance))
         else:
-            out.append(Verdict(claim, CLAIM_TEXT[claim], "not measured", "no shipped runs for this claim.",
-                               pd.DataFrame(), ""))
+            out.append(Verdict(claim, CLAIM_TEXT[claim], "not measured", missing, pd.DataFrame(), ""))
     return out

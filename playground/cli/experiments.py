@@ -4,7 +4,8 @@ held-out pairs, and written with the command, data hashes, seeds, settings and v
 
 CLAIM is ``compute`` (DPO, KTO, SimPO, ORPO on the same pairs: step time, reference pass, memory), ``unpaired``,
 ``noise`` or ``imbalance``. ``--pairs`` and ``--heldout`` take the first rows of the demo files (the quick version
-on a CPU); bad arguments exit with 2.
+on a CPU); ``--into data/claims_results.json`` puts the claim into the combined file the app shows (what the
+shipped results record as their command), ``--out`` writes it alone; bad arguments exit with 2.
 """
 
 from __future__ import annotations
@@ -14,40 +15,29 @@ import shlex
 import sys
 from pathlib import Path
 
-from playground import config
-
 EXIT_BAD_INPUT = 2
-TRAIN_FILE = config.REPO_ROOT / "data" / "demo_pairs_train.csv"
-HELDOUT_FILE = config.REPO_ROOT / "data" / "demo_pairs_heldout.csv"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from playground.training.experiments import CLAIMS
+    from playground.training.experiments import CLAIMS, DEMO_HELDOUT, DEMO_TRAIN
 
     parser = argparse.ArgumentParser(prog="python -m playground.experiments",
                                      description="Measure one of the source material's claims on the base model.")
     parser.add_argument("claim", choices=tuple(CLAIMS))
-    parser.add_argument("--out", required=True, help="results JSON to write")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", help="results JSON to write (this claim only)")
+    where.add_argument("--into", help="a combined results file (data/claims_results.json) to put this claim in, "
+                                      "replacing its earlier runs; the other claims stay as they are")
     parser.add_argument("--steps", type=int, default=12, help="optimiser steps per run (default 12)")
     parser.add_argument("--pairs", type=int, default=0, help="train on the first N demo pairs (0 = all 370)")
     parser.add_argument("--heldout", type=int, default=60, help="measure on the first N held-out pairs (of 120)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (the noise claim uses them all)")
     parser.add_argument("--rates", type=float, nargs="+", default=[0.0, 0.2, 0.4],
                         help="flip rates of the noise claim (default 0 0.2 0.4)")
-    parser.add_argument("--data", default=str(TRAIN_FILE), help="paired training file (default: the demo pairs)")
-    parser.add_argument("--heldout-file", default=str(HELDOUT_FILE), help="paired held-out file")
+    parser.add_argument("--data", default=str(DEMO_TRAIN), help="paired training file (default: the demo pairs)")
+    parser.add_argument("--heldout-file", default=str(DEMO_HELDOUT), help="paired held-out file")
     parser.add_argument("--base-model", help="hub id or local directory (default: the embedded SmolLM2-135M)")
     return parser
-
-
-def specs_for(claim: str, pairs, steps: int, seeds: tuple[int, ...], rates: tuple[float, ...]) -> list:
-    """The runs of ``claim`` (``training.experiments.CLAIMS``): the noise claim over every seed and rate, the others
-    with the first seed."""
-    from playground.training import experiments
-
-    if claim == "noise":
-        return experiments.noise_runs(pairs, steps, rates=rates, seeds=seeds)
-    return experiments.CLAIMS[claim](pairs, steps, seed=seeds[0])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps < 1 or args.pairs < 0 or args.heldout < 1:
         print("error: --steps and --heldout must be >= 1, --pairs >= 0", file=sys.stderr)
         return EXIT_BAD_INPUT
-    from playground.common.files import sha256_file
+    from playground.common.files import atomic_write_json, sha256_file
     from playground.feedback import read_feedback
     from playground.training import experiments
 
@@ -70,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     pairs = reports["data"].data
     pairs = pairs.head(args.pairs).reset_index(drop=True) if args.pairs else pairs
     heldout = reports["heldout"].data.head(args.heldout).reset_index(drop=True)
-    specs = specs_for(args.claim, pairs, args.steps, tuple(args.seeds), tuple(args.rates))
+    specs = experiments.claim_runs(args.claim, pairs, args.steps, tuple(args.seeds), tuple(args.rates))
 
     from playground.engine.base_model import ModelSourceError, base_model_id, load_base_model, resolve_base_model
     from playground.engine.device import pick_device
@@ -91,10 +81,17 @@ def main(argv: list[str] | None = None) -> int:
 
     records = experiments.run_experiment(specs, fresh_base, tokenizer, device, heldout, progress)
     command = "python -m playground.experiments " + " ".join(shlex.quote(a) for a in argv)
-    path = experiments.write_results(Path(args.out), records, command=command, base=base_model_id(source),
-                                     device=device.describe(),
-                                     data={"train": sha256_file(args.data), "heldout": sha256_file(args.heldout_file),
-                                           "train_rows": str(len(pairs)), "heldout_rows": str(len(heldout))})
+    payload = experiments.results_payload(records, command=command, base=base_model_id(source),
+                                          device=device.describe(),
+                                          data={"train": sha256_file(args.data),
+                                                "heldout": sha256_file(args.heldout_file),
+                                                "train_rows": str(len(pairs)), "heldout_rows": str(len(heldout))})
+    if args.into:
+        from playground.analysis.claims import merge_into
+
+        path = merge_into(Path(args.into), args.claim, payload)
+    else:
+        path = atomic_write_json(Path(args.out), payload, indent=1, default=str)
     for record in records:
         print(f"{record['label']:<28} acc {record['heldout_accuracy']}  {record['seconds_per_step']} s/step  "
               f"reference {record['reference_seconds']} s  peak {record['peak_memory_mb']} MB")

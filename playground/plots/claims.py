@@ -65,13 +65,19 @@ def imbalance_figure(table: Any) -> go.Figure:
 
 
 def compute_figure(table: Any) -> go.Figure:
-    """Seconds per optimiser step and seconds of reference pass, per method, on the same data and device."""
+    """Seconds per optimiser step, seconds of reference pass and memory added during the run, per method, on the
+    same data and device (the memory panel only when the results measured it per run)."""
     if table is None or not len(table):
         return empty_figure("Not measured yet: python -m playground.experiments compute")
-    fig = make_subplots(rows=1, cols=2, subplot_titles=["Seconds per optimiser step", "Reference pass (seconds)"])
+    added = list(table["added MB"]) if "added MB" in table else []
+    with_memory = bool(added) and all(v == v for v in added)
+    titles = ["Seconds per optimiser step", "Reference pass (seconds)"] + (["Memory added (MB)"] * with_memory)
+    fig = make_subplots(rows=1, cols=len(titles), subplot_titles=titles)
     labels = list(table["label"])
     _bars(fig, labels, list(table["s / step"]), 1, 1, 2)
     _bars(fig, labels, list(table["reference s"]), 1, 2, 2)
+    if with_memory:
+        _bars(fig, labels, added, 1, 3, 4)
     style_figure(fig, "What the reference costs (same pairs, same device)", height=380)
     return fig
 

@@ -9,6 +9,7 @@ Every model call goes through ``serving.gpu_tasks`` (a GPU function on ZeroGPU, 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -49,7 +50,7 @@ from playground.feedback import (
     read_heldout_pairs,
 )
 from playground.feedback.votes import VoteStore, to_unpaired_rows, valid_session_id, write_exports
-from playground.serving import gpu_tasks, quotas, zerogpu
+from playground.serving import claims, gpu_tasks, quotas, zerogpu
 from playground.serving.blind import BallotBox, blind_order
 from playground.serving.rooms import Room, RoomStore, Round, normalise_code
 from playground.serving.settings import ServiceInputError
@@ -93,6 +94,7 @@ class Services:
     engine_key: str = ""  # the engine's key in the zerogpu registry (what GPU functions receive instead of it)
     ballots: BallotBox = field(default_factory=BallotBox)  # blind API generations waiting for their vote
     rooms: RoomStore | None = None  # shared rooms; None: kept beside the votes in the data dir
+    claims_sweep: config.ClaimSweep | None = None  # the size of a claim's re-run; None: by device (serving.claims)
     _exports_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     _exports_swept: float = field(default=-math.inf, repr=False, compare=False)  # monotonic time of the last sweep
 
@@ -344,7 +346,7 @@ class Services:
     def _make_room(self, extra: int = 0) -> list[str]:
         """Evict the oldest user adapters so that the adapters of the jobs queued or running (which have no folder
         yet), plus ``extra`` more, fit ``config.QUOTAS``; the note that says which went. Raises QuotaFull."""
-        pending = {job.name for job in self.queue.jobs.values() if not job.finished}
+        pending = {job.name for job in self.queue.jobs.values() if not job.finished and job.kind == "training"}
         room = extra + sum(not (self.queue.adapters_root / name).exists() for name in pending)
         evicted = quotas.make_room_for_adapter(self.engine, self.queue.adapters_root, self.queue.quotas,
                                                room=room, is_busy=pending.__contains__)
@@ -488,10 +490,38 @@ class Services:
             "owner": job.owner,
         }
 
-    def latest_job_for(self, owner: str) -> Job | None:
-        """The newest job a session started (to re-attach after a page refresh)."""
-        mine = [job for job in self.queue.jobs.values() if job.owner == owner]
+    def latest_job_for(self, owner: str, kind: str = "training") -> Job | None:
+        """The newest job of ``kind`` a session started (to re-attach after a page refresh)."""
+        mine = [job for job in self.queue.jobs.values() if job.owner == owner and job.kind == kind]
         return max(mine, key=lambda job: job.created) if mine else None
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Claims: one claim of the source material measured again on this server (serving.claims)
+
+    @property
+    def claims_rerun_file(self) -> Path:
+        return Path(self.data_dir) / claims.RERUN_FILE
+
+    def start_claim_rerun(self, claim: str, owner: str) -> Job:
+        """Queue a re-run of ``claim`` for ``owner``; raises ServiceInputError (an unknown claim, or ZeroGPU) or
+        QueueFull."""
+        if zerogpu.on_zerogpu():
+            raise ServiceInputError("A claim's re-run trains several models in a row, longer than one ZeroGPU call "
+                                    "may last: run the command under the claim on a machine of your own.")
+        try:
+            task = claims.claim_rerun(self.engine, claim, self.claims_rerun_file, self.claims_sweep)
+        except ValueError as exc:
+            raise ServiceInputError(str(exc)) from None
+        return self.queue.submit_task(f"claims-{claim}", "experiment", task, total_steps=task.total_steps,
+                                      owner=owner, settings={"claim": claim, "size": task.size,
+                                                             **dataclasses.asdict(task.sweep)})
+
+    def claim_rerun_view(self, job_id: str | None, owner: str | None) -> dict[str, Any] | None:
+        """Progress of ``owner``'s re-run ``job_id`` (``serving.claims.rerun_view``); None for any other job."""
+        job = self.queue.get(job_id) if job_id else None
+        if job is None or job.kind != "experiment" or (owner is not None and job.owner != owner):
+            return None
+        return claims.rerun_view(job, self.queue.position(job.id))
 
     def zip_adapter(self, name: str) -> Path:
         """The adapter folder as ``<name>.zip`` (regular files only, no links, not the pin file), in one folder per

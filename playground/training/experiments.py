@@ -5,7 +5,7 @@ An experiment is a list of :class:`RunSpec` (a method, its rows, its settings, a
 trains each on a fresh base and records what a claim is judged by: held-out preference accuracy on clean held-out
 pairs, the answers' quality against the base (repetition, distinct-2, fluency under the base), seconds per optimiser
 step, the reference pass's seconds and the peak memory of the accelerator (or of the process on a CPU).
-:func:`write_results` writes them with the data hashes, seeds, settings, versions and the command that made them.
+:func:`results_payload` wraps them with the data hashes, seeds, settings, versions and the command that made them.
 
 Claims built so far (``CLAIMS``): ``compute`` (the reference model and compute: DPO, KTO, SimPO and ORPO on the same
 pairs), ``unpaired`` (KTO on thumbs-only feedback against DPO on the paired rows), ``noise`` (label flips) and
@@ -19,6 +19,7 @@ import json
 import platform
 import resource
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from typing import Any
 import pandas as pd
 
 from playground import config
-from playground.common.files import atomic_write_json, sha256_bytes
+from playground.common.files import sha256_bytes
 from playground.feedback.conversion import frame_for_method, paired_to_unpaired
 from playground.feedback.perturb import desirable_share, flip_pairs, thumbs_only
 from playground.objectives.kto import kto_weight_advice
@@ -124,32 +125,104 @@ def imbalance_runs(pairs: pd.DataFrame, steps: int, shares: tuple[float, ...] = 
 
 CLAIMS: dict[str, Callable[..., list[RunSpec]]] = {"compute": compute_runs, "unpaired": unpaired_runs,
                                                    "noise": noise_runs, "imbalance": imbalance_runs}
+DEMO_TRAIN = config.REPO_ROOT / "data" / "demo_pairs_train.csv"  # what the shipped results trained on
+DEMO_HELDOUT = config.REPO_ROOT / "data" / "demo_pairs_heldout.csv"  # and were measured on
+
+
+def claim_runs(claim: str, pairs: pd.DataFrame, steps: int, seeds: tuple[int, ...],
+               rates: tuple[float, ...]) -> list[RunSpec]:
+    """The runs of ``claim``: the noise claim over every seed and rate, the others with the first seed."""
+    if claim == "noise":
+        return noise_runs(pairs, steps, rates=rates, seeds=seeds)
+    return CLAIMS[claim](pairs, steps, seed=seeds[0])
+
+
+def sweep_command(claim: str, sweep: config.ClaimSweep, out: str) -> str:
+    """The CLI command that runs ``claim`` at ``sweep``'s size (what a result records as its command)."""
+    command = (f"python -m playground.experiments {claim} --steps {sweep.steps} --pairs {sweep.pairs} "
+               f"--heldout {sweep.heldout} --seeds {' '.join(str(s) for s in sweep.seeds)}")
+    if claim == "noise":
+        command += " --rates " + " ".join(f"{r:g}" for r in sweep.rates)
+    return f"{command} --out {out}"
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # Running and recording
 
 
-def _peak_memory_mb(device) -> float:
-    """Peak accelerator memory since the last reset (CUDA), else the process's peak resident set (a high-water mark
-    over the whole process, so on a CPU it only ever grows: a run's own peak is at most this)."""
-    import torch
+def _rss_bytes() -> int | None:
+    """This process's resident set now (Linux ``/proc/self/statm``), or None where there is no such file."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return pages * resource.getpagesize()
 
-    if device.device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device.device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+class RunMemory:
+    """The memory one run used. On CUDA: the accelerator's peak allocation (reset at the start). On a CPU: the
+    process's resident set sampled every ``every`` seconds by a thread while the run trains (the kernel's own peak,
+    ``ru_maxrss``, is a high-water mark over the whole process and cannot be reset, so it would credit a run with an
+    earlier run's peak); ``peak_mb`` is the largest sample, ``added_mb`` how far it rose above the run's start."""
+
+    def __init__(self, device, every: float = 0.02):
+        self.device, self.every = device, every
+        self.start = self.peak = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def kind(self) -> str:
+        if self.device.device.type == "cuda":
+            return "accelerator peak allocation"
+        return (f"process RSS, peak of samples every {self.every * 1000:.0f} ms during the run"
+                if _rss_bytes() is not None else "process peak RSS (high-water mark)")
+
+    def __enter__(self) -> RunMemory:
+        import torch
+
+        if self.device.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device.device)
+            self.start = torch.cuda.memory_allocated(self.device.device)
+        elif _rss_bytes() is not None:
+            self.start = self.peak = _rss_bytes() or 0
+            self._thread = threading.Thread(target=self._sample, name="run-memory", daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.every):
+            self.peak = max(self.peak, _rss_bytes() or 0)
+
+    def __exit__(self, *exc) -> None:
+        import torch
+
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self.peak = max(self.peak, _rss_bytes() or 0)
+        elif self.device.device.type == "cuda":
+            self.peak = torch.cuda.max_memory_allocated(self.device.device)
+        else:
+            self.peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    @property
+    def peak_mb(self) -> float:
+        return round(self.peak / 2**20, 1)
+
+    @property
+    def added_mb(self) -> float:
+        return round(max(self.peak - self.start, 0) / 2**20, 1)
 
 
 def run_one(spec: RunSpec, base_factory: Callable[[], Any], tokenizer, device, heldout: pd.DataFrame,
-            cancel=None) -> dict[str, Any]:
-    """Train ``spec`` on a fresh base and measure it on the clean ``heldout`` pairs; return its record."""
-    import torch
-
-    if device.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device.device)
+            cancel=None, on_step: Callable[[Any], None] | None = None) -> dict[str, Any]:
+    """Train ``spec`` on a fresh base and measure it on the clean ``heldout`` pairs; return its record.
+    ``on_step(metrics)`` after each optimiser step (``training.loop.StepMetrics``)."""
     started = time.perf_counter()
-    result = train(base_factory(), tokenizer, spec.rows, spec.train_config, device=device, heldout_frame=heldout,
-                   cancel=cancel)
+    with RunMemory(device) as memory:
+        result = train(base_factory(), tokenizer, spec.rows, spec.train_config, device=device,
+                       heldout_frame=heldout, cancel=cancel, callback=on_step)
     meta = result.meta
     seconds = meta.get("seconds", {})
     steps_done = max(int(meta.get("steps_done") or 0), 1)
@@ -163,34 +236,38 @@ def run_one(spec: RunSpec, base_factory: Callable[[], Any], tokenizer, device, h
         "heldout_pairs": held.get("pairs"), "drift": held.get("drift"),
         "seconds_per_step": round(float(seconds.get("steps", 0.0)) / steps_done, 3),
         "reference_seconds": seconds.get("reference"), "total_seconds": round(time.perf_counter() - started, 2),
-        "peak_memory_mb": round(_peak_memory_mb(device), 1), "memory_kind":
-            "accelerator peak" if device.device.type == "cuda" else "process peak RSS (high-water mark)",
+        "peak_memory_mb": memory.peak_mb, "added_memory_mb": memory.added_mb, "memory_kind": memory.kind,
         "answers": {"base": summaries.get("base"), "adapter": summaries.get("adapter")},
     }
 
 
 def run_experiment(specs: list[RunSpec], base_factory: Callable[[], Any], tokenizer, device, heldout: pd.DataFrame,
-                   progress: Callable[[int, int, str], None] | None = None, cancel=None) -> list[dict[str, Any]]:
+                   progress: Callable[[int, int, str], None] | None = None, cancel=None,
+                   on_step: Callable[[int, Any], None] | None = None) -> list[dict[str, Any]]:
     """Every spec in turn (one at a time, as the training queue runs jobs); ``progress(done, total, label)`` after
-    each; a set ``cancel`` event stops after the run in progress."""
+    each, ``on_step(run index, metrics)`` after each optimiser step; a set ``cancel`` event stops the run in
+    progress at its next step and runs no more."""
     records = []
     for index, spec in enumerate(specs):
         if cancel is not None and cancel.is_set():
             break
-        records.append(run_one(spec, base_factory, tokenizer, device, heldout, cancel))
+        step_hook = None if on_step is None else (lambda metrics, index=index: on_step(index, metrics))
+        records.append(run_one(spec, base_factory, tokenizer, device, heldout, cancel, step_hook))
+        if records[-1]["cancelled"]:
+            break
         if progress:
             progress(index + 1, len(specs), f"{spec.claim}: {spec.label}")
     return records
 
 
-def write_results(path: Path, records: list[dict[str, Any]], *, command: str, base: str, device: str,
-                  data: dict[str, str]) -> Path:
+def results_payload(records: list[dict[str, Any]], *, command: str, base: str, device: str,
+                    data: dict[str, str]) -> dict[str, Any]:
     """The records with what reproduces them: the command, the base, the device, the data files' SHA-256, versions."""
     import peft
     import torch
     import transformers
 
-    payload = {
+    return {
         "format": RESULTS_FORMAT, "version": RESULTS_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                                        time.gmtime()),
         "command": command, "base_model": base, "device": device, "data": data,
@@ -198,4 +275,3 @@ def write_results(path: Path, records: list[dict[str, Any]], *, command: str, ba
                      "transformers": transformers.__version__, "peft": peft.__version__},
         "argv": sys.argv, "runs": records,
     }
-    return atomic_write_json(path, payload, indent=1, default=str)

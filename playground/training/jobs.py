@@ -92,6 +92,7 @@ class Job:
     method: str
     total_steps: int
     status: str = "queued"  # queued | running | done | failed | cancelled | interrupted
+    kind: str = "training"  # training (an adapter comes out) | experiment (``submit_task``: results come out)
     phase: str = "Waiting for the trainer"
     error: str | None = None
     history: list[dict[str, float]] = field(default_factory=list)
@@ -129,6 +130,7 @@ class _Pending:
     train_config: config.TrainConfig
     extra_meta: dict[str, Any]
     probe_prompts: list[Any] | None = None
+    task: Callable[[Job], None] | None = None  # an experiment's work instead of a training (``submit_task``)
 
 
 class TrainingRunner(Protocol):
@@ -203,7 +205,9 @@ class TrainingQueue:
             if not job.finished:
                 job.status = "interrupted"
                 saved = (self.adapters_root / job.name / "adapter_model.safetensors").is_file()
-                job.phase = ("Interrupted by a server restart after its adapter was saved (it is listed); the end "
+                job.phase = ("Interrupted by a server restart; the runs it had finished were not kept"
+                             if job.kind == "experiment" else
+                             "Interrupted by a server restart after its adapter was saved (it is listed); the end "
                              "of the run did not happen" if saved else
                              "Interrupted by a server restart; partial metrics kept, no adapter was saved")
                 self._write_job(job)
@@ -218,7 +222,7 @@ class TrainingQueue:
 
     # ---------------------------------------------------------------------------------------------------------------
     def taken_names(self) -> set[str]:
-        pending = {job.name for job in self.jobs.values() if not job.finished}
+        pending = {job.name for job in self.jobs.values() if not job.finished and job.kind == "training"}
         return set(self.engine.adapters) | pending | {p.name for p in self.adapters_root.iterdir() if p.is_dir()}
 
     def submit(self, frame: pd.DataFrame, train_config: config.TrainConfig, name: str, *,
@@ -228,27 +232,48 @@ class TrainingQueue:
         with self._lock:
             name = sanitise_adapter_name(name, self.taken_names())
             validate_train_config(train_config, len(frame))
-            if len(self._waiting) >= self.max_waiting:
-                raise QueueFull(f"{len(self._waiting)} trainings are already waiting (the limit is "
-                                f"{self.max_waiting}); try again when one has finished.")
-            mine = [job for job in self.jobs.values() if owner is not None and job.owner == owner and not job.finished]
-            if len(mine) >= self.quotas.trainings_per_visitor:
-                raise QueueFull(f"You already have {len(mine)} training(s) queued or running (the limit is "
-                                f"{self.quotas.trainings_per_visitor} per visitor on this server); wait for it to "
-                                "finish or cancel it, then start the next.")
+            self._check_room(owner)
             job = Job(secrets.token_hex(16), name, train_config.method,
                       count_steps(len(frame), train_config), owner=owner,
                       settings=json_safe(dataclasses.asdict(train_config)))
-            self.jobs[job.id] = job
             pending = _Pending(job, frame, heldout, train_config, dict(extra_meta or {}), probe_prompts)
-            self._write_job(job)
             _write_inputs(self.runs_root / job.id, pending)
-            self._waiting.append(pending)
-            if self._worker is None or not self._worker.is_alive():
-                self._worker = threading.Thread(target=self._run_forever, name="trainer", daemon=True)
-                self._worker.start()
-            self._wake.notify()
+            self._enqueue(pending)
         return job
+
+    def submit_task(self, name: str, method: str, task: Callable[[Job], None], *, total_steps: int,
+                    owner: str | None = None, settings: dict[str, Any] | None = None) -> Job:
+        """Queue work that is not one training (an experiment: several trainings and their measurements) behind the
+        same one-at-a-time worker and quotas. ``task(job)`` runs in the worker: it reports through ``job.phase``
+        and ``job.meta``, stops when ``job.cancel_event`` is set, and raises to fail. Nothing is kept to restart it.
+        Raises QueueFull."""
+        with self._lock:
+            self._check_room(owner)
+            job = Job(secrets.token_hex(16), name, method, total_steps, kind="experiment", owner=owner,
+                      settings=json_safe(dict(settings or {})))
+            self._enqueue(_Pending(job, pd.DataFrame(), None, config.TRAIN, {}, task=task))
+        return job
+
+    def _check_room(self, owner: str | None) -> None:
+        """Raise QueueFull when the queue is full or ``owner`` already has their share (the lock is held)."""
+        if len(self._waiting) >= self.max_waiting:
+            raise QueueFull(f"{len(self._waiting)} trainings are already waiting (the limit is "
+                            f"{self.max_waiting}); try again when one has finished.")
+        mine = [job for job in self.jobs.values() if owner is not None and job.owner == owner and not job.finished]
+        if len(mine) >= self.quotas.trainings_per_visitor:
+            raise QueueFull(f"You already have {len(mine)} training(s) or experiment(s) queued or running (the limit "
+                            f"is {self.quotas.trainings_per_visitor} per visitor on this server); wait for it to "
+                            "finish or cancel it, then start the next.")
+
+    def _enqueue(self, pending: _Pending) -> None:
+        """Record ``pending``'s job and wake the worker (the lock is held)."""
+        self.jobs[pending.job.id] = pending.job
+        self._write_job(pending.job)
+        self._waiting.append(pending)
+        if self._worker is None or not self._worker.is_alive():
+            self._worker = threading.Thread(target=self._run_forever, name="trainer", daemon=True)
+            self._worker.start()
+        self._wake.notify()
 
     def position(self, job_id: str) -> int:
         """0 while running, 1.. while waiting (1 = next), -1 when finished or unknown."""
@@ -287,7 +312,7 @@ class TrainingQueue:
         """Queue an interrupted (or failed) job of ``owner`` again: the same rows, held-out pairs, settings and
         name, as a new job. Raises QueueFull, AdapterNameError, or ValueError when there is nothing to restart."""
         job = self.jobs.get(job_id)
-        if job is None or job.owner != owner:
+        if job is None or job.owner != owner or job.kind != "training":
             raise ValueError("No training of yours to restart.")
         if job.status not in ("interrupted", "failed"):
             raise ValueError(f"Only an interrupted or failed training can be restarted (this one is {job.status}).")
@@ -324,7 +349,28 @@ class TrainingQueue:
                 pending.job.status = "running"
                 pending.job.phase = "Loading a fresh copy of the base model"
                 self._write_job(pending.job)
-            self._run(pending)
+            if pending.task is not None:
+                self._run_task(pending)
+            else:
+                self._run(pending)
+
+    def _run_task(self, pending: _Pending) -> None:
+        """An experiment (``submit_task``): done, cancelled (its cancel event was set) or failed with its error."""
+        job = pending.job
+        try:
+            pending.task(job)
+            if job.cancel_event.is_set():
+                job.status, job.phase = "cancelled", "Cancelled; the runs finished so far were not kept"
+            else:
+                job.status = "done"
+        except Exception as exc:  # noqa: BLE001 - a failed experiment frees its slot and says why
+            log.error("experiment %s failed: %s", job.id, traceback.format_exc())
+            job.status, job.error, job.phase = "failed", f"{type(exc).__name__}: {exc}", "Failed"
+        finally:
+            self._write_job(job)
+            self._prune_runs()
+            if self.on_finished:
+                self.on_finished(job)
 
     def _run(self, pending: _Pending) -> None:
         job = pending.job

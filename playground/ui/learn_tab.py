@@ -5,6 +5,8 @@ corrected ones (docs/DESIGN.md section 4). The value-function figure draws ``pro
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 
 import gradio as gr
@@ -13,9 +15,11 @@ import torch
 
 from playground import config, plots
 from playground.analysis.claims import SHIPPED_RESULTS, load_results, verdicts
+from playground.feedback import votes
 from playground.objectives.prospect import prospect_value, source_objective
 from playground.plots.claims import FIGURES as CLAIM_FIGURES
 from playground.serving.services import Services
+from playground.ui.finetune_tab import progress_html
 
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
 
@@ -256,14 +260,17 @@ CLAIMS_INTRO = ("Each claim of the source material, the experiment that tests it
                 f"{config.CLAIMS.accuracy_tolerance:.2f} counts as none). Every run trains a fresh LoRA adapter "
                 "through the same loop as the Fine-tune tab and is measured on clean held-out pairs; the numbers "
                 "are precomputed on a CPU (small: a quick version, not the papers' scale) and the command under "
-                "each re-runs it.")
+                "each reproduces them. Re-run measures one claim again on this server (a quick version on a CPU, "
+                "the full sweep on a GPU) and shows its numbers beside what the shipped ones said.")
 
 
-def claim_markdown(verdict) -> str:
-    """One claim: the claim, its verdict with a mark, the numbers that decided it, the command that measured it."""
+def claim_markdown(verdict, note: str = "") -> str:
+    """One claim: the claim, its verdict with a mark, the numbers that decided it, the command that measured it, and
+    ``note`` (where a re-run's numbers came from) under the claim."""
     mark = VERDICT_MARKS.get(verdict.verdict, "")
     command = f"\n\nReproduce: `{verdict.command}`" if verdict.command else ""
-    return (f"#### {verdict.text}\n\n{mark} **{verdict.verdict}**: {html.escape(verdict.because)}{command}")
+    note = f"\n\n{note}" if note else ""
+    return (f"#### {verdict.text}{note}\n\n{mark} **{verdict.verdict}**: {html.escape(verdict.because)}{command}")
 
 
 def claims_view(path=SHIPPED_RESULTS) -> list:
@@ -274,8 +281,191 @@ def claims_view(path=SHIPPED_RESULTS) -> list:
     return out
 
 
-def build_learn_tab(services: Services):
-    """Returns the speed Markdown component and its refresh function (the page refreshes it when a run ends)."""
+# --------------------------------------------------------------------------------------------------------------------
+# Claims measured again on this server (serving.claims), through the training queue
+
+SHIPPED, RERUN = "Shipped results", "Re-run on this server"
+CLAIM_CHOICES = [("Unpaired thumbs", "unpaired"), ("Label noise", "noise"), ("Few desirable", "imbalance"),
+                 ("Reference and compute", "compute")]
+RERUN_OUTPUTS = ("job", "timer", "start", "cancel", "progress", "status", "source", "download", "claims")
+
+
+def rerun_claims_view(services: Services) -> list:
+    """(markdown, figure) per claim from this server's re-runs, each saying how it was run and what the shipped
+    results said; claims not re-run here say how to re-run them."""
+    shipped = {v.claim: v.verdict for v in verdicts(load_results())}
+    claims = load_results(services.claims_rerun_file)
+    out = []
+    for verdict in verdicts(claims, missing="not re-run on this server yet: choose it above and press Re-run."):
+        payload = claims.get(verdict.claim) or {}
+        rerun = payload.get("rerun") or {}
+        note = (f"*Re-run here ({rerun.get('size', '?')} version, {len(payload.get('runs', []))} runs in "
+                f"{rerun.get('seconds', 0):.0f} s on {html.escape(str(payload.get('device', '?')))}, "
+                f"{html.escape(str(payload.get('created', '')))}); the shipped results say "
+                f"**{shipped.get(verdict.claim, 'not measured')}**.*" if payload else "")
+        out += [claim_markdown(verdict, note), CLAIM_FIGURES[verdict.claim](verdict.table)]
+    return out
+
+
+def rerun_estimate(services: Services, claim: str) -> str:
+    """What pressing Re-run for ``claim`` will train, and how long its shipped runs took on the machine that made
+    them."""
+    from playground.serving.claims import demo_data, sweep_for
+    from playground.training.experiments import claim_runs
+
+    sweep = services.claims_sweep or sweep_for(services.engine.device)[1]
+    runs = len(claim_runs(claim, demo_data(sweep)[0], sweep.steps, sweep.seeds, sweep.rates))
+    shipped = load_results().get(claim) or {}
+    same_size = [r.get("total_seconds") or 0 for r in shipped.get("runs", [])
+                 if (r.get("settings") or {}).get("steps") == sweep.steps
+                 and str((shipped.get("data") or {}).get("train_rows")) == str(sweep.pairs)]
+    per_run = sum(same_size) / len(same_size) if same_size else None
+    took = (f"; a shipped run of this size took {per_run / 60:.1f} min on "
+            f"{html.escape(str(shipped.get('device', '?')))}, so about {runs * per_run / 60:.0f} min in all there"
+            if per_run else "")
+    steps = f"{sweep.steps} step{'s' if sweep.steps != 1 else ''}"
+    return (f"Re-run trains **{runs} runs** of {steps} on {sweep.pairs or 'all'} demo pairs, measured on "
+            f"{sweep.heldout} held-out pairs{took}. It waits its turn in the training queue (one job at a time, "
+            "shared with the Fine-tune tab) and can be cancelled.")
+
+
+def rerun_status(view: dict | None) -> str:
+    """One line on a re-run job: which claim, its state, its current run and step, or its error."""
+    if not view:
+        return ""
+    state = {"queued": "⏳ queued", "running": "🏃 running", "done": "✅ done", "failed": "⛔ failed",
+             "cancelled": "✋ cancelled", "interrupted": "⚠️ interrupted"}.get(view["status"], view["status"])
+    claim = dict((key, label) for label, key in CLAIM_CHOICES).get(view.get("claim") or "", view["name"])
+    text = f"**{html.escape(claim)}** re-run · {state}"
+    if view["status"] == "queued" and view["position"] > 0:
+        text += f" · position {view['position']} in the queue"
+    if view.get("error"):
+        text += f"\n\n`{html.escape(view['error'])}`"
+    return text
+
+
+def start_rerun(services: Services, session_id, claim) -> dict:
+    from playground.serving.settings import ServiceInputError
+    from playground.training.jobs import QueueFull
+
+    if not votes.valid_session_id(session_id):
+        raise gr.Error("The page has no session yet: wait a second after loading, or reload the page.")
+    try:
+        job = services.start_claim_rerun(str(claim or ""), session_id)
+    except (ServiceInputError, QueueFull) as exc:
+        raise gr.Error(str(exc)) from None
+    view = services.claim_rerun_view(job.id, session_id)
+    return {"job": job.id, "timer": gr.Timer(active=True), "start": gr.update(interactive=False),
+            "cancel": gr.update(interactive=True), "progress": progress_html(view), "status": rerun_status(view)}
+
+
+def poll_rerun(services: Services, session_id, job_id) -> dict:
+    """One timer tick: progress while the re-run waits or trains; at its end the buttons are reset and, when it is
+    done, the view switches to this server's re-runs with the new claim drawn and its JSON offered."""
+    view = services.claim_rerun_view(job_id, session_id)
+    if view is None:
+        return {"timer": gr.Timer(active=False), "start": gr.update(interactive=True),
+                "cancel": gr.update(interactive=False)}
+    out = {"progress": progress_html(view), "status": rerun_status(view)}
+    if view["status"] in ("queued", "running"):
+        return {**out, "timer": gr.Timer(active=True), "start": gr.update(interactive=False),
+                "cancel": gr.update(interactive=True)}
+    out.update(timer=gr.Timer(active=False), start=gr.update(interactive=True), cancel=gr.update(interactive=False))
+    if view["status"] == "done":
+        out.update(source=RERUN, claims=rerun_claims_view(services), download=_download(services))
+    return out
+
+
+def cancel_rerun(services: Services, session_id, job_id) -> str:
+    job = services.queue.get(job_id) if job_id else None
+    if job is None or job.finished or job.owner != session_id or job.kind != "experiment":
+        raise gr.Error("No re-run of yours to cancel.")
+    services.queue.cancel(job_id)
+    gr.Info("Cancelling: the re-run stops at its next step and keeps nothing.", duration=4)
+    return rerun_status(services.claim_rerun_view(job_id, session_id))
+
+
+def reattach_rerun(services: Services, session_id) -> dict:
+    """On page load: watch this browser's newest re-run again when it is still queued or running."""
+    job = services.latest_job_for(session_id, kind="experiment") if votes.valid_session_id(session_id) else None
+    if job is None or job.finished:
+        return {"job": job.id if job else None, "download": _download(services)}
+    return {"job": job.id, **poll_rerun(services, session_id, job.id)}
+
+
+def show_results(services: Services, source) -> list:
+    return rerun_claims_view(services) if source == RERUN else claims_view()
+
+
+def _download(services: Services):
+    path = services.claims_rerun_file
+    return gr.update(value=str(path), visible=True) if path.is_file() else gr.update(value=None, visible=False)
+
+
+def rerun_outputs(values: dict, components: dict) -> list:
+    """A re-run handler's values by name, as Gradio's outputs (``gr.skip()`` where it leaves one alone); "claims"
+    fills every claim's markdown and figure."""
+    out = []
+    for name in RERUN_OUTPUTS:
+        if name == "claims":
+            out += values.get("claims") or [gr.skip()] * len(components["claims"])
+        else:
+            out.append(values[name] if name in values else gr.skip())
+    return out
+
+
+@dataclass
+class LearnTab:
+    speed: gr.Markdown
+    refresh_speed: Callable[[], str]
+    reattach: Callable[[str | None], list]  # the page calls it on load with the session id
+    reattach_outputs: list
+
+
+def build_claims_view(services: Services, session) -> tuple[Callable[[str | None], list], list]:
+    """Tab 7: the rerun controls and one (markdown, figure) per claim; returns the page-load re-attach and its
+    outputs."""
+    from playground.serving.claims import sweep_for
+
+    gr.Markdown(CLAIMS_INTRO, elem_classes=["pg-note"])
+    size = "custom" if services.claims_sweep else sweep_for(services.engine.device)[0]
+    source = gr.Radio([SHIPPED, RERUN], value=SHIPPED, label="Results shown", elem_id="pg-claims-source")
+    with gr.Row(elem_id="pg-claims-rerun"):
+        claim = gr.Dropdown(CLAIM_CHOICES, value=CLAIM_CHOICES[0][1], label="Claim to measure again", scale=3,
+                            elem_id="pg-claims-claim")
+        with gr.Column(scale=2, min_width=200):
+            start = gr.Button(f"Re-run ({size} version)", variant="primary", elem_id="pg-claims-start")
+            cancel = gr.Button("Cancel", interactive=False, size="sm", elem_id="pg-claims-cancel")
+    estimate = gr.Markdown(rerun_estimate(services, CLAIM_CHOICES[0][1]), elem_id="pg-claims-estimate")
+    status = gr.Markdown("", elem_id="pg-claims-status")
+    progress = gr.HTML(progress_html(None), elem_id="pg-claims-progress")
+    download = gr.File(label="This server's re-run results (JSON)", visible=False, elem_id="pg-claims-download")
+    timer = gr.Timer(config.APP.poll_seconds, active=False)
+    job = gr.State(None)
+    view = claims_view()
+    parts = []
+    with gr.Column(elem_id="pg-learn-claims"):
+        for index in range(0, len(view), 2):
+            parts.append(gr.Markdown(view[index], elem_classes=["pg-claim"]))
+            parts.append(gr.Plot(view[index + 1], show_label=False))
+    components = {"job": job, "timer": timer, "start": start, "cancel": cancel, "progress": progress,
+                  "status": status, "source": source, "download": download, "claims": parts}
+    outputs = [c for name in RERUN_OUTPUTS for c in (components[name] if name == "claims" else [components[name]])]
+
+    def wired(handler):
+        return lambda *args: rerun_outputs(handler(services, *args), components)
+
+    claim.change(partial(rerun_estimate, services), [claim], [estimate], api_name=False, queue=False)
+    start.click(wired(start_rerun), [session, claim], outputs, api_name=False)
+    timer.tick(wired(poll_rerun), [session, job], outputs, api_name=False, show_progress="hidden")
+    cancel.click(partial(cancel_rerun, services), [session, job], [status], api_name=False)
+    source.change(partial(show_results, services), [source], parts, api_name=False)
+    return wired(reattach_rerun), outputs
+
+
+def build_learn_tab(services: Services, session) -> LearnTab:
+    """The speed Markdown and its refresh (the page refreshes it when a run ends), and the claims re-run's
+    re-attach on page load."""
     with gr.Tabs():
         with gr.Tab("1 · Objectives"):
             gr.Markdown(OBJECTIVES, latex_delimiters=LATEX, elem_id="pg-learn-objectives")
@@ -296,14 +486,9 @@ def build_learn_tab(services: Services):
         with gr.Tab("6 · More methods"):
             gr.Markdown(FAMILY, latex_delimiters=LATEX, elem_id="pg-learn-family")
         with gr.Tab("7 · Claims measured"):
-            gr.Markdown(CLAIMS_INTRO, elem_classes=["pg-note"])
-            view = claims_view()
-            with gr.Column(elem_id="pg-learn-claims"):
-                for index in range(0, len(view), 2):
-                    gr.Markdown(view[index], elem_classes=["pg-claim"])
-                    gr.Plot(view[index + 1], show_label=False)
+            reattach, reattach_outputs = build_claims_view(services, session)
         with gr.Tab("8 · Speed here"):
             speed = gr.Markdown(refresh_speed(services), latex_delimiters=LATEX, elem_id="pg-learn-speed")
             refresh = gr.Button("Refresh measurements", size="sm")
             refresh.click(partial(refresh_speed, services), None, [speed], api_name=False, queue=False)
-    return speed, partial(refresh_speed, services)
+    return LearnTab(speed, partial(refresh_speed, services), reattach, reattach_outputs)

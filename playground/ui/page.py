@@ -72,7 +72,8 @@ def build_app(services: Services) -> gr.Blocks:
             with gr.Tab("Runs", id="runs") as runs_tab_item:
                 runs_picker, (refresh_runs, show_runs, runs_inputs, runs_outputs) = build_runs_tab(services)
             with gr.Tab("Learn", id="learn") as learn_tab_item:
-                speed, refresh_speed = build_learn_tab(services)
+                learn = build_learn_tab(services, session)
+                speed, refresh_speed = learn.speed, learn.refresh_speed
         api.register(services)
 
         # On load: restore or create the session id; show the session's votes, the current adapters (the page was
@@ -90,7 +91,8 @@ def build_app(services: Services) -> gr.Blocks:
          .then(page_state, [compare.variants], [header, compare.variants, finetune.name, speed], api_name=False,
                queue=False)
          .then(lambda sid, job: as_outputs(reattach(services, sid, job)), [session, job_state],
-               finetune.reattach_outputs, api_name=False))
+               finetune.reattach_outputs, api_name=False)
+         .then(learn.reattach, [session], learn.reattach_outputs, api_name=False))
 
         compare.send_button.click(partial(send_votes, services), [session, finetune.method],
                                   [finetune.source, *finetune.data_outputs, tabs], api_name=False)

@@ -63,7 +63,13 @@ def test_unpaired_imbalance_and_compute_verdicts():
     assert verdict.verdict == "does not hold" and "KTO ran a reference pass of 25.5 s" in verdict.because
     assert "SIMPO 0.05 s of reference pass" in verdict.because
     fig = FIGURES["compute"](verdict.table)
-    assert list(fig.data[1].y) == [9.4, 25.5, 0.05]
+    assert list(fig.data[1].y) == [9.4, 25.5, 0.05] and len(fig.data) == 2  # no memory measured per run: no panel
+    for record, added in zip(compute["runs"], (410.0, 520.0, 300.0)):
+        record.update(peak_memory_mb=added + 2000, added_memory_mb=added, memory_kind="process RSS, sampled")
+    measured = claims.verdict_compute(compute, 0.05)
+    assert "memory added during the run: DPO 410 MB, KTO 520 MB, SIMPO 300 MB (process RSS, sampled)" in (
+        measured.because)
+    assert list(FIGURES["compute"](measured.table).data[2].y) == [410.0, 520.0, 300.0]
 
 
 def test_a_missing_claim_reads_not_measured_and_the_file_format_is_checked(tmp_path):

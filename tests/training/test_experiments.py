@@ -3,8 +3,6 @@ what reproduces it; the run lists hold the data and settings each claim needs.""
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 import pytest
 import torch
@@ -53,11 +51,23 @@ def test_a_two_point_sweep_trains_measures_and_writes_its_json(tokenizer, tmp_pa
         assert record["seconds_per_step"] > 0 and record["peak_memory_mb"] > 0
         assert record["answers"]["base"]["answers"] >= 1 and record["settings"]["steps"] == 2
     assert records[0]["rows_sha256"] != records[1]["rows_sha256"]  # the flipped rows are other data
-    path = experiments.write_results(tmp_path / "r.json", records, command="python -m playground.experiments noise",
-                                     base="tiny", device="cpu", data={"train": "abc"})
-    payload = json.loads(path.read_text())
+    payload = experiments.results_payload(records, command="python -m playground.experiments noise", base="tiny",
+                                          device="cpu", data={"train": "abc"})
     assert payload["format"] == experiments.RESULTS_FORMAT and payload["command"].endswith("noise")
     assert set(payload["versions"]) == {"python", "torch", "transformers", "peft"} and len(payload["runs"]) == 2
+    for record in records:  # a run's own memory: sampled during it, never below what it started with
+        assert record["peak_memory_mb"] >= record["added_memory_mb"] >= 0
+        assert "during the run" in record["memory_kind"]
+
+    from playground.analysis.claims import load_results, merge_into
+
+    combined = tmp_path / "claims_results.json"
+    merge_into(combined, "compute", {"runs": [], "command": "earlier"})
+    merge_into(combined, "noise", payload)
+    merge_into(combined, "noise", payload)  # a claim measured again replaces its runs
+    claims = load_results(combined)
+    assert sorted(claims) == ["compute", "noise"] and len(claims["noise"]["runs"]) == 2
+    assert claims["compute"]["command"] == "earlier"
 
 
 def test_reference_free_runs_record_no_reference_pass(tokenizer):
@@ -69,11 +79,30 @@ def test_reference_free_runs_record_no_reference_pass(tokenizer):
     assert simpo["method"] in config.REFERENCE_FREE_METHODS
 
 
-def test_the_cli_builds_every_claim_s_runs():
-    from playground.cli.experiments import specs_for
-
-    counts = {claim: len(specs_for(claim, PAIRS, 2, (0, 1), (0.0, 0.5))) for claim in experiments.CLAIMS}
+def test_every_claim_s_runs_and_the_command_that_makes_them():
+    counts = {claim: len(experiments.claim_runs(claim, PAIRS, 2, (0, 1), (0.0, 0.5))) for claim in experiments.CLAIMS}
     assert counts == {"compute": 4, "unpaired": 3, "noise": 2 * 2 * 3, "imbalance": 6}
+    sweep = config.ClaimSweep(steps=6, pairs=96, heldout=40, rates=(0.0, 0.4), seeds=(0,))
+    assert experiments.sweep_command("noise", sweep, "r.json") == (
+        "python -m playground.experiments noise --steps 6 --pairs 96 --heldout 40 --seeds 0 --rates 0 0.4 --out r.json")
+    assert experiments.sweep_command("compute", sweep, "r.json").endswith("--seeds 0 --out r.json")
+
+
+def test_the_cli_puts_a_claim_into_the_combined_file(tokenizer, monkeypatch, tmp_path, capsys):
+    import playground.engine.base_model as base_model
+    from playground.analysis.claims import load_results
+
+    monkeypatch.setattr(base_model, "resolve_base_model", lambda name: "tiny")
+    monkeypatch.setattr(base_model, "base_model_id", lambda source: "tiny")
+    monkeypatch.setattr(base_model, "load_base_model", lambda source, device: (make_tiny_model(len(tokenizer), 0),
+                                                                                tokenizer))
+    combined = tmp_path / "claims_results.json"
+    argv = ["unpaired", "--steps", "1", "--pairs", "8", "--heldout", "2", "--into", str(combined)]
+    assert main(argv) == 0
+    claims = load_results(combined)
+    assert list(claims) == ["unpaired"] and len(claims["unpaired"]["runs"]) == 3
+    assert claims["unpaired"]["command"] == "python -m playground.experiments " + " ".join(argv)
+    assert f"wrote {combined}" in capsys.readouterr().out
 
 
 def test_the_cli_refuses_bad_arguments(capsys):

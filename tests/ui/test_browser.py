@@ -224,3 +224,33 @@ def test_a_blind_room_from_two_browsers(browser, tiny_engine, tmp_path):
         presenter.wait_for_selector("#pg-runs-curves .js-plotly-plot", timeout=30_000)
         _shot(presenter, "runs")
     assert not errors, errors
+
+
+def test_a_claim_measured_again_from_the_claims_view(browser, tiny_engine, tmp_path):
+    from playground import config
+
+    services = Services.for_engine(tiny_engine, tmp_path / "data")
+    services.claims_sweep = config.ClaimSweep(steps=1, pairs=8, heldout=4, rates=(0.0, 0.5), seeds=(0,))
+    with serving(build_app(services)) as served_url:
+        page = browser.new_page(viewport=VIEWPORT)
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(served_url)
+        _tab(page, "Learn")
+        page.get_by_role("tab", name="7 · Claims measured").click()
+        page.wait_for_selector("#pg-learn-claims .js-plotly-plot", timeout=20_000)
+        page.wait_for_timeout(1000)  # the session id is created on load
+        _wait_text(page, "#pg-claims-estimate", "3 runs of 1 step on", 10_000)
+        page.locator("#pg-claims-start").click()
+        _wait_text(page, "#pg-claims-status", "done", 120_000)
+        _wait_text(page, "#pg-learn-claims", "Re-run here (custom version, 3 runs", 20_000)
+        claims_text = page.locator("#pg-learn-claims").inner_text()
+        assert claims_text.count("not re-run on this server yet") == 3
+        assert page.locator("#pg-claims-source input[value='Re-run on this server']").is_checked()
+        page.wait_for_selector("#pg-claims-download", state="visible", timeout=10_000)
+        _shot(page, "learn_claims_rerun")
+        page.locator("#pg-claims-source label", has_text="Shipped results").click()
+        page.wait_for_function("() => !document.querySelector('#pg-learn-claims').innerText.includes("
+                               "'not re-run on this server yet')", timeout=20_000)
+        _wait_text(page, "#pg-learn-claims", "Reproduce: python -m playground.experiments unpaired", 20_000)
+        assert not errors, errors
