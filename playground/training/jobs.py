@@ -13,6 +13,7 @@ Where the training runs is the queue's :class:`TrainingRunner`: in this process 
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 import logging
@@ -22,6 +23,7 @@ import shutil
 import threading
 import time
 import traceback
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -185,6 +187,10 @@ class TrainingQueue:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._worker: threading.Thread | None = None
+        self._closing = False
+        # end the worker before the interpreter finalises: torch aborts the process ("terminate called without an
+        # active exception") when a thread inside it is killed at exit, and the running job would read as nothing
+        atexit.register(_close_queue, weakref.ref(self))
         self.adapters_root.mkdir(parents=True, exist_ok=True)
         self.runs_root.mkdir(parents=True, exist_ok=True)
         clean_stale_tmp(self.adapters_root)
@@ -337,12 +343,26 @@ class TrainingQueue:
                 shutil.rmtree(self.runs_root / job_id, ignore_errors=True)
         return gone
 
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the worker (at the interpreter's exit): the running job stops at its next step and is recorded as
+        interrupted, so :meth:`restart` can run it again; waiting jobs stay queued on disk, which the next start
+        reads as interrupted. Waits up to ``timeout`` seconds for the worker."""
+        with self._lock:
+            self._closing = True
+            worker = self._worker
+            for job in self.jobs.values():
+                if job.status == "running":
+                    job.cancel_event.set()
+            self._wake.notify_all()
+        if worker is not None and worker.is_alive() and worker is not threading.current_thread():
+            worker.join(timeout)
+
     # ---------------------------------------------------------------------------------------------------------------
     def _run_forever(self) -> None:
         while True:
             with self._lock:
-                while not self._waiting:
-                    if not self._wake.wait(timeout=60):
+                while not self._waiting or self._closing:
+                    if self._closing or not self._wake.wait(timeout=60):
                         self._worker = None
                         return
                 pending = self._waiting.popleft()
@@ -359,7 +379,9 @@ class TrainingQueue:
         job = pending.job
         try:
             pending.task(job)
-            if job.cancel_event.is_set():
+            if job.cancel_event.is_set() and self._closing:
+                job.status, job.phase = "interrupted", "Interrupted by the server's exit; its runs were not kept"
+            elif job.cancel_event.is_set():
                 job.status, job.phase = "cancelled", "Cancelled; the runs finished so far were not kept"
             else:
                 job.status = "done"
@@ -410,7 +432,10 @@ class TrainingQueue:
                 _sync_from_files(job, hooks)
             job.meta = {k: v for k, v in result.meta.items() if k != "history"}
             job.stop = result.meta.get("early_stop")
-            if result.cancelled:
+            if result.cancelled and self._closing:
+                job.status, job.phase = "interrupted", (f"Interrupted by the server's exit after {len(job.history)} "
+                                                        "steps; partial metrics kept, no adapter was saved")
+            elif result.cancelled:
                 job.status, job.phase = "cancelled", f"Cancelled after {len(job.history)} steps; nothing was saved"
             else:
                 job.adapter_dir = str(result.adapter_dir)
@@ -611,3 +636,9 @@ def _read_progress(path: Path) -> list[dict[str, float]]:
             except json.JSONDecodeError:
                 continue
     return history
+
+
+def _close_queue(queue_ref) -> None:
+    queue = queue_ref()
+    if queue is not None:
+        queue.close()

@@ -459,7 +459,7 @@ def build_claims_view(services: Services, session) -> tuple[Callable[[str | None
     start.click(wired(start_rerun), [session, claim], outputs, api_name=False)
     timer.tick(wired(poll_rerun), [session, job], outputs, api_name=False, show_progress="hidden")
     cancel.click(partial(cancel_rerun, services), [session, job], [status], api_name=False)
-    source.change(partial(show_results, services), [source], parts, api_name=False)
+    source.input(partial(show_results, services), [source], parts, api_name=False)
     return wired(reattach_rerun), outputs
 
 

@@ -172,6 +172,60 @@ def test_queue_runs_one_job_attaches_adapter_and_recovers(tiny_engine, tmp_path)
     assert reloaded.get(first.id).status == "interrupted" and len(reloaded.get(first.id).history) == 2
 
 
+def test_closing_the_queue_at_exit_interrupts_the_running_job_so_it_can_run_again(tiny_engine, tmp_path):
+    queue = TrainingQueue(tiny_engine, tmp_path / "adapters", tmp_path / "runs")
+    job = queue.submit(PAIRS, tiny_config("dpo", steps=400), "long", owner="me")
+    waiting = queue.submit(PAIRS, tiny_config("dpo", steps=2), "next")
+    for _ in range(600):
+        if job.history:
+            break
+        threading.Event().wait(0.05)
+    queue.close()
+    assert job.status == "interrupted" and "server's exit" in job.phase and 0 < len(job.history) < 400
+    assert waiting.status == "queued" and not queue._worker
+    assert json.loads((tmp_path / "runs" / job.id / "job.json").read_text())["status"] == "interrupted"
+    reloaded = TrainingQueue(tiny_engine, tmp_path / "adapters", tmp_path / "runs")
+    assert reloaded.get(waiting.id).status == "interrupted"  # a queued job comes back as interrupted too
+    again = reloaded.restart(job.id, "me")  # its rows were kept: it can run again
+    assert again.name == "long" and again.total_steps == 400
+    reloaded.close()
+
+
+EXIT_MID_TRAINING = """
+import dataclasses, sys, time
+sys.path[:0] = [{tests!r}, {root!r}]
+import pandas as pd
+from tiny_server import tiny_engine
+from playground import config
+from playground.training.jobs import TrainingQueue
+queue = TrainingQueue(tiny_engine(), {data!r} + "/adapters", {data!r} + "/runs")
+pairs = pd.DataFrame({{"prompt": [f"q{{i}}?" for i in range(8)], "chosen": ["yes"] * 8, "rejected": ["no"] * 8}})
+cfg = dataclasses.replace(config.TRAIN, method="dpo", steps=500, batch_size=4, max_length=64,
+                          probes=dataclasses.replace(config.TRAIN.probes, enabled=False))
+job = queue.submit(pairs, cfg, "long")
+while len(job.history) < 2:
+    time.sleep(0.05)
+print("leaving", job.id, flush=True)
+"""
+
+
+def test_a_process_that_exits_mid_training_exits_cleanly_and_records_the_job(tmp_path):
+    """Without the queue's close at exit, torch aborted the process (exit code 134, "terminate called without an
+    active exception") and the job read as running until the next start."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parents[1]
+    script = tmp_path / "exit_mid_training.py"
+    script.write_text(EXIT_MID_TRAINING.format(tests=str(tests), root=str(tests.parent), data=str(tmp_path)))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "terminate called" not in done.stderr, done.stderr[-2000:]
+    job_id = done.stdout.split()[-1]
+    record = json.loads((tmp_path / "runs" / job_id / "job.json").read_text())
+    assert record["status"] == "interrupted" and "server's exit" in record["phase"]
+
+
 @pytest.mark.parametrize("bad", ["../etc", "a/b", "x\x00y", "base", "__base__", "", "  ", "a" * 60, "-lead"])
 def test_unsafe_adapter_names_are_refused(bad):
     with pytest.raises(AdapterNameError):
