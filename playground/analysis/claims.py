@@ -88,7 +88,7 @@ def runs_frame(payload: dict[str, Any]) -> pd.DataFrame:
 def _mean_by(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Mean and std over seeds of the numeric columns, per ``keys``."""
     numeric = ["heldout accuracy", "s / step", "reference s", "repetitive answers", "fluency", "rows",
-               "heldout pairs", "peak MB", "added MB"]
+               "heldout pairs", "peak MB", "added MB", "base fluency"]
     grouped = frame.groupby(keys, sort=False, dropna=False)
     mean = grouped[numeric].mean().reset_index()
     mean["accuracy std"] = grouped["heldout accuracy"].std(ddof=0).fillna(0.0).to_numpy()

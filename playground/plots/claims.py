@@ -36,25 +36,37 @@ def unpaired_figure(table: Any) -> go.Figure:
 
 
 def _lines(table: Any, title: str, x_title: str, empty: str, percent: bool = True) -> go.Figure:
+    """Held-out accuracy (with the spread over seeds) and the answers' fluency against the claim's axis, one line per
+    label; the base's fluency is the dotted guide of the second panel."""
     if table is None or not len(table):
         return empty_figure(empty)
-    fig = go.Figure()
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4], horizontal_spacing=0.1,
+                        subplot_titles=["Held-out preference accuracy (clean pairs)",
+                                        "Answers: fluency under the base"])
     dashes = ("solid", "dash", "dot", "dashdot")  # lines that coincide stay visible
     for color, dash, (label, rows) in zip(LINE_COLORS, dashes, table.groupby("label", sort=False)):
         rows = rows.sort_values("x")
+        line = dict(color=color, width=3, dash=dash)
         fig.add_trace(go.Scatter(x=rows["x"], y=rows["heldout accuracy"], mode="lines+markers", name=label,
-                                 line=dict(color=color, width=3, dash=dash),
-                                 error_y=dict(type="data", array=rows["accuracy std"], visible=True)))
+                                 line=line, legendgroup=label,
+                                 error_y=dict(type="data", array=rows["accuracy std"], visible=True)), row=1, col=1)
+        fig.add_trace(go.Scatter(x=rows["x"], y=rows["fluency"], mode="lines+markers", name=label, line=line,
+                                 legendgroup=label, showlegend=False), row=1, col=2)
+    base = [v for v in table.get("base fluency", []) if v == v]
+    if base:
+        fig.add_hline(y=sum(base) / len(base), line=dict(color=GUIDE_COLOR, dash="dot"), row=1, col=2,
+                      annotation_text="base", annotation_position="bottom right")
     fig.update_xaxes(title_text=x_title, tickformat=".0%" if percent else None)
-    fig.update_yaxes(title_text="held-out preference accuracy (clean pairs)", range=[0, 1.05])
-    fig.add_hline(y=0.5, line=dict(color=GUIDE_COLOR, dash="dot"))
-    style_figure(fig, title, height=380)
+    fig.update_yaxes(title_text="share of pairs", range=[0, 1.05], row=1, col=1)
+    fig.update_yaxes(title_text="mean token log-prob", row=1, col=2)
+    fig.add_hline(y=0.5, line=dict(color=GUIDE_COLOR, dash="dot"), row=1, col=1)
+    style_figure(fig, title, height=400)
     return fig
 
 
 def noise_figure(table: Any) -> go.Figure:
     """Held-out accuracy against the share of flipped training pairs, per method, with the spread over seeds."""
-    return _lines(table, "Label noise: accuracy on clean held-out pairs", "training pairs flipped",
+    return _lines(table, "Label noise: DPO, robust DPO and KTO on flipped pairs", "training pairs flipped",
                   "Not measured yet: python -m playground.experiments noise")
 
 

@@ -36,7 +36,12 @@ def test_noise_verdicts_follow_the_drops():
     kto = same.table[(same.table["label"] == "KTO") & (same.table["x"] == 0.4)]
     assert float(kto["heldout accuracy"].iloc[0]) == pytest.approx(0.805)
     assert float(kto["accuracy std"].iloc[0]) == pytest.approx(0.005)
-    assert FIGURES["noise"](same.table).data[0].error_y.visible
+    figure = FIGURES["noise"](same.table)
+    assert figure.data[0].error_y.visible
+    # beside each accuracy line, the answers' fluency on the second panel, against the base's (the dotted guide)
+    assert [trace.xaxis for trace in figure.data] == ["x", "x2"] * 2
+    assert list(figure.data[1].y) == [-1.4, -1.4]
+    assert any(shape.y0 == -1.3 and shape.yref == "y2" for shape in figure.layout.shapes)
 
 
 def test_unpaired_imbalance_and_compute_verdicts():
