@@ -109,7 +109,8 @@ def claim_rerun(engine, claim: str, out: Path, sweep: config.ClaimSweep | None =
 
 
 def rerun_view(job, position: int) -> dict[str, Any]:
-    """A re-run job as the progress widgets read it (the keys of ``Services.job_view`` they use)."""
+    """A re-run job as the progress widgets read it (the keys of ``Services.job_view`` they use). The claim and
+    size come from the settings it was queued with, so a job still waiting names them too."""
     meta = job.meta or {}
     total = max(1, int(job.total_steps))
     done = int(meta.get("steps_done") or 0)
@@ -117,5 +118,6 @@ def rerun_view(job, position: int) -> dict[str, Any]:
     eta = elapsed * (total - done) / done if (elapsed and done and job.status == "running") else None
     return {"job_id": job.id, "name": job.name, "method": job.method, "status": job.status, "phase": job.phase,
             "error": job.error, "position": position, "steps_done": done, "total_steps": total,
-            "progress": min(1.0, done / total), "eta_s": eta, "claim": meta.get("claim"),
-            "size": meta.get("size"), "runs_done": meta.get("runs_done"), "runs_total": meta.get("runs_total")}
+            "progress": min(1.0, done / total), "eta_s": eta, "claim": (job.settings or {}).get("claim"),
+            "size": (job.settings or {}).get("size"), "runs_done": meta.get("runs_done"),
+            "runs_total": meta.get("runs_total")}

@@ -18,7 +18,11 @@ from playground.analysis.claims import SHIPPED_RESULTS, load_results, verdicts
 from playground.feedback import votes
 from playground.objectives.prospect import prospect_value, source_objective
 from playground.plots.claims import FIGURES as CLAIM_FIGURES
+from playground.serving.claims import demo_data, sweep_for
 from playground.serving.services import Services
+from playground.serving.settings import ServiceInputError
+from playground.training.experiments import claim_runs
+from playground.training.jobs import QueueFull
 from playground.ui.finetune_tab import progress_html
 
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
@@ -310,9 +314,6 @@ def rerun_claims_view(services: Services) -> list:
 def rerun_estimate(services: Services, claim: str) -> str:
     """What pressing Re-run for ``claim`` will train, and how long its shipped runs took on the machine that made
     them."""
-    from playground.serving.claims import demo_data, sweep_for
-    from playground.training.experiments import claim_runs
-
     sweep = services.claims_sweep or sweep_for(services.engine.device)[1]
     runs = len(claim_runs(claim, demo_data(sweep)[0], sweep.steps, sweep.seeds, sweep.rates))
     shipped = load_results().get(claim) or {}
@@ -345,9 +346,6 @@ def rerun_status(view: dict | None) -> str:
 
 
 def start_rerun(services: Services, session_id, claim) -> dict:
-    from playground.serving.settings import ServiceInputError
-    from playground.training.jobs import QueueFull
-
     if not votes.valid_session_id(session_id):
         raise gr.Error("The page has no session yet: wait a second after loading, or reload the page.")
     try:
@@ -425,8 +423,6 @@ class LearnTab:
 def build_claims_view(services: Services, session) -> tuple[Callable[[str | None], list], list]:
     """Tab 7: the rerun controls and one (markdown, figure) per claim; returns the page-load re-attach and its
     outputs."""
-    from playground.serving.claims import sweep_for
-
     gr.Markdown(CLAIMS_INTRO, elem_classes=["pg-note"])
     size = "custom" if services.claims_sweep else sweep_for(services.engine.device)[0]
     source = gr.Radio([SHIPPED, RERUN], value=SHIPPED, label="Results shown", elem_id="pg-claims-source")

@@ -116,3 +116,14 @@ def test_the_learn_tab_handlers_start_poll_and_cancel(services):
     quick = learn_tab.rerun_estimate(services, "unpaired")
     assert "**3 runs** of 6 steps on 96 demo pairs, measured on 40 held-out pairs" in quick
     assert "a shipped run of this size took" in quick
+
+
+def test_a_waiting_rerun_names_its_claim_before_it_has_started():
+    from playground.serving.claims import rerun_view
+    from playground.training.jobs import Job
+
+    job = Job("j" * 32, "claims-noise", "experiment", 36, kind="experiment", settings={"claim": "noise",
+                                                                                       "size": "quick"})
+    view = rerun_view(job, position=2)
+    assert (view["claim"], view["size"], view["steps_done"], view["progress"]) == ("noise", "quick", 0, 0.0)
+    assert learn_tab.rerun_status(view) == "**Label noise** re-run · ⏳ queued · position 2 in the queue"
