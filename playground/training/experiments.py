@@ -181,11 +181,12 @@ class RunMemory:
     def __enter__(self) -> RunMemory:
         import torch
 
+        rss = _rss_bytes()
         if self.device.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device.device)
             self.start = torch.cuda.memory_allocated(self.device.device)
-        elif _rss_bytes() is not None:
-            self.start = self.peak = _rss_bytes() or 0
+        elif rss is not None:
+            self.start = self.peak = rss
             self._thread = threading.Thread(target=self._sample, name="run-memory", daemon=True)
             self._thread.start()
         return self

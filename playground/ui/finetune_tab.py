@@ -144,18 +144,26 @@ def progress_html(view: dict | None) -> str:
             f'<div class="pg-progress-label">{html.escape(label)} · {html.escape(view["phase"] or "")}</div>')
 
 
-def status_markdown(view: dict | None) -> str:
-    if not view:
-        return "No training yet."
-    name = html.escape(view["name"])
-    status = {"queued": "⏳ queued", "running": "🏃 running", "done": "✅ done", "failed": "⛔ failed",
-              "cancelled": "✋ cancelled", "interrupted": "⚠️ interrupted"}.get(view["status"], view["status"])
-    text = f"**{name}** ({view['method'].upper()}) · {status} · {html.escape(view['phase'] or '')}"
+JOB_STATES = {"queued": "⏳ queued", "running": "🏃 running", "done": "✅ done", "failed": "⛔ failed",
+              "cancelled": "✋ cancelled", "interrupted": "⚠️ interrupted"}
+
+
+def job_status_line(view: dict, head: str, detail: str = "") -> str:
+    """One line on a queued job (a training, or the Learn tab's claims re-run): ``head`` (Markdown), its state,
+    ``detail``, its place in the queue while it waits, and its error."""
+    text = f"{head} · {JOB_STATES.get(view['status'], view['status'])}" + (f" · {detail}" if detail else "")
     if view["status"] == "queued" and view["position"] > 0:
         text += f" · position {view['position']} in the queue"
     if view.get("error"):
         text += f"\n\n`{html.escape(view['error'])}`"
     return text
+
+
+def status_markdown(view: dict | None) -> str:
+    if not view:
+        return "No training yet."
+    return job_status_line(view, f"**{html.escape(view['name'])}** ({view['method'].upper()})",
+                           html.escape(view["phase"] or ""))
 
 
 def result_markdown(view: dict | None) -> str:

@@ -23,7 +23,7 @@ from playground.serving.services import Services
 from playground.serving.settings import ServiceInputError
 from playground.training.experiments import claim_runs
 from playground.training.jobs import QueueFull
-from playground.ui.finetune_tab import progress_html
+from playground.ui.finetune_tab import job_status_line, progress_html
 
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
 
@@ -334,15 +334,8 @@ def rerun_status(view: dict | None) -> str:
     """One line on a re-run job: which claim, its state, its current run and step, or its error."""
     if not view:
         return ""
-    state = {"queued": "⏳ queued", "running": "🏃 running", "done": "✅ done", "failed": "⛔ failed",
-             "cancelled": "✋ cancelled", "interrupted": "⚠️ interrupted"}.get(view["status"], view["status"])
     claim = dict((key, label) for label, key in CLAIM_CHOICES).get(view.get("claim") or "", view["name"])
-    text = f"**{html.escape(claim)}** re-run · {state}"
-    if view["status"] == "queued" and view["position"] > 0:
-        text += f" · position {view['position']} in the queue"
-    if view.get("error"):
-        text += f"\n\n`{html.escape(view['error'])}`"
-    return text
+    return job_status_line(view, f"**{html.escape(claim)}** re-run")
 
 
 def start_rerun(services: Services, session_id, claim) -> dict:
